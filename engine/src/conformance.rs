@@ -1,0 +1,150 @@
+//! The index conformance suite: what every [`IndexFactory`] must do, run by each index crate's
+//! tests (`strata_engine::conformance::run_all(&MyFactory)`). Builds real runs in a temporary
+//! directory and checks the loaded index against them.
+
+use std::path::Path;
+
+use crate::index::IndexFactory;
+use crate::run::{index_file_name, Run, RunWriter, RUN_HEADER_BYTES};
+use crate::types::{EntryKind, SeqNo, MAX_KEY_BYTES};
+
+/// One case: keys (sorted, unique) and the length of each value.
+struct Case {
+    name: &'static str,
+    keys: Vec<Vec<u8>>,
+    value_len: fn(usize) -> usize,
+}
+
+fn write_run(dir: &Path, id: u64, factory: &dyn IndexFactory, case: &Case) -> (Run, Vec<u64>) {
+    let mut w = RunWriter::create(dir, id, factory.builder()).expect("create run");
+    let mut offsets = Vec::new();
+    for (i, key) in case.keys.iter().enumerate() {
+        offsets.push(w.bytes());
+        let value = vec![(i % 251) as u8; (case.value_len)(i)];
+        w.add(key, EntryKind::Put, 0, SeqNo(i as u64 + 1), &value)
+            .expect("add");
+    }
+    let finished = w.finish().expect("finish");
+    let index = factory
+        .load(&dir.join(index_file_name(id)), &finished.identity)
+        .expect("load index");
+    (Run::open(dir, id, index).expect("open run"), offsets)
+}
+
+fn spread_keys(n: usize, len: usize) -> Vec<Vec<u8>> {
+    // Even numbers only, so that odd numbers are absent keys between present ones.
+    (0..n)
+        .map(|i| {
+            let mut k = vec![b'k'; len.saturating_sub(8)];
+            k.extend_from_slice(&((i as u64) * 2 + 2).to_be_bytes());
+            k
+        })
+        .collect()
+}
+
+fn absent_between(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    let n = k.len();
+    let last = u64::from_be_bytes(k[n - 8..].try_into().expect("8 bytes"));
+    k[n - 8..].copy_from_slice(&(last + 1).to_be_bytes());
+    k
+}
+
+fn check(factory: &dyn IndexFactory, case: &Case, dir: &Path, id: u64) {
+    let (run, offsets) = write_run(dir, id, factory, case);
+    let idx = run.index();
+    let name = case.name;
+    assert_eq!(idx.key_count(), case.keys.len() as u64, "{name}: key_count");
+    for (key, &offset) in case.keys.iter().zip(&offsets) {
+        assert!(
+            idx.may_contain(key),
+            "{name}: may_contain false for a present key"
+        );
+        let span = idx
+            .locate(key)
+            .unwrap_or_else(|| panic!("{name}: present key not located"));
+        assert!(
+            span.start <= offset && offset < span.end,
+            "{name}: span {span:?} misses offset {offset}"
+        );
+        let rec = run
+            .get(key)
+            .expect("get")
+            .unwrap_or_else(|| panic!("{name}: present key not found through the index"));
+        assert_eq!(rec.offset, offset, "{name}: found at the wrong offset");
+        assert_eq!(
+            run.seek(key).expect("seek"),
+            offset,
+            "{name}: seek to a present key"
+        );
+        let raw = idx.seek(key);
+        assert!(
+            raw <= offset && raw >= RUN_HEADER_BYTES as u64,
+            "{name}: index seek {raw} past the key's offset {offset}"
+        );
+    }
+    // Absent keys: before the first, between every pair, after the last.
+    let mut absent = vec![Vec::new(), vec![0u8]];
+    for key in &case.keys {
+        absent.push(absent_between(key));
+    }
+    absent.push(vec![0xff; 9]);
+    for key in absent.iter().filter(|k| !case.keys.contains(k)) {
+        assert!(
+            run.get(key).expect("get").is_none(),
+            "{name}: absent key {key:?} found"
+        );
+        let first_ge = case.keys.iter().position(|k| k > key);
+        let expected = first_ge.map_or(run.data_end(), |i| offsets[i]);
+        assert_eq!(
+            run.seek(key).expect("seek"),
+            expected,
+            "{name}: seek to absent key {key:?}"
+        );
+        assert!(
+            idx.seek(key) <= expected,
+            "{name}: index seek past the first key >= {key:?}"
+        );
+    }
+    assert!(idx.memory_bytes() < u64::MAX);
+}
+
+/// Runs every case against `factory`; panics with the case name on the first failure.
+pub fn run_all(factory: &dyn IndexFactory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        Case {
+            name: "empty run",
+            keys: Vec::new(),
+            value_len: |_| 0,
+        },
+        Case {
+            name: "single entry",
+            keys: spread_keys(1, 16),
+            value_len: |_| 10,
+        },
+        Case {
+            name: "small values",
+            keys: spread_keys(2_000, 24),
+            value_len: |i| i % 200,
+        },
+        Case {
+            name: "values larger than a page",
+            keys: spread_keys(40, 16),
+            value_len: |i| 20_000 + i * 997,
+        },
+        Case {
+            name: "maximum-length keys",
+            keys: spread_keys(300, MAX_KEY_BYTES),
+            value_len: |i| i % 50,
+        },
+        Case {
+            name: "many keys per page",
+            keys: spread_keys(20_000, 12),
+            value_len: |_| 0,
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check(factory, case, dir.path(), i as u64 + 1);
+    }
+}

@@ -1,0 +1,477 @@
+//! The engine: a database directory of shards, generic over the WAL, with index kinds chosen
+//! per run. Routes writes and reads to shards, merges scans across them, and reports stats.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::index::IndexFactory;
+use crate::manifest::{self, DbMeta, DB_MAGIC};
+use crate::options::{Durability, Options, Sharding};
+use crate::scan::Scan;
+use crate::shard::{
+    create_shard_dir, load_shard, shard_dir_name, CompactionReport, Indexes, Shard, ShardStats,
+};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Arc, RwLock};
+use crate::types::{
+    prefix_successor, Batch, OpRef, ShardId, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
+use crate::wal::Wal;
+
+/// Name of the database identity file.
+pub const DB_FILE: &str = "STRATA";
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Whole-database figures, one line per holder of the memory model.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+    /// Keys in memtables.
+    pub memtable_keys: u64,
+    /// Estimated memtable heap bytes (keys + fixed overhead per key; never values).
+    pub memtable_bytes: u64,
+    /// Live runs.
+    pub runs: u64,
+    /// Bytes of live run files.
+    pub run_bytes: u64,
+    /// Keys in run indexes.
+    pub index_keys: u64,
+    /// Memory of run indexes.
+    pub index_bytes: u64,
+    /// Bytes of live WAL segments.
+    pub wal_bytes: u64,
+    /// Bytes of frozen, uncompacted WAL values.
+    pub wal_debt_bytes: u64,
+    /// Bytes read from disk to recover the WALs at open.
+    pub recovery_bytes_read: u64,
+    /// Largest buffer bytes any compaction held (read buffers, copy chunk, write buffer).
+    pub compaction_buffer_peak_bytes: u64,
+}
+
+/// A database: shards, each with a WAL of type `W`, runs indexed by the known index kinds.
+pub struct Engine<W: Wal> {
+    inner: Arc<Inner<W>>,
+    periodic: Option<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+struct Inner<W: Wal> {
+    dir: PathBuf,
+    options: Options,
+    indexes: Indexes,
+    shards: RwLock<BTreeMap<ShardId, Arc<Shard<W>>>>,
+    closed: AtomicBool,
+    _lock: File,
+}
+
+impl<W: Wal> std::fmt::Debug for Engine<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn shard_id_from_name(name: &str) -> Option<ShardId> {
+    let hex = name.strip_prefix("shard-")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().map(ShardId)
+}
+
+impl<W: Wal> Engine<W> {
+    /// Opens (or creates) the database in `dir`. `indexes` lists every index kind the database
+    /// may contain; `options.index_policy` picks among them for new runs.
+    ///
+    /// Errors, each before anything on disk is changed: [`Error::NotFound`] for a missing
+    /// directory without `create_if_missing`, [`Error::NotADatabase`] for a non-empty directory
+    /// without a `STRATA` file, [`Error::OptionsMismatch`] for another sharding rule,
+    /// [`Error::UnsupportedVersion`] / [`Error::Corrupt`] for bad manifests, runs or indexes,
+    /// [`Error::Locked`] when another handle has it open.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: Options,
+        indexes: Vec<Arc<dyn IndexFactory>>,
+    ) -> Result<Engine<W>> {
+        let dir = dir.as_ref().to_path_buf();
+        options.sharding.validate().map_err(Error::InvalidOptions)?;
+        if let Durability::Periodic { interval_ms: 0 } = options.durability {
+            return Err(Error::InvalidOptions(
+                "periodic durability needs an interval of at least 1 ms".into(),
+            ));
+        }
+        let kind = options.index_policy.choose(0);
+        let large = options.index_policy.choose(u64::MAX);
+        for k in [kind, large] {
+            if !indexes.iter().any(|f| f.kind() == k) {
+                return Err(Error::InvalidOptions(format!(
+                    "index policy names kind {}, which is not among the engine's index kinds",
+                    k.0
+                )));
+            }
+        }
+        if !dir.is_dir() {
+            if dir.exists() {
+                return Err(Error::NotADatabase { path: dir });
+            }
+            if !options.create_if_missing {
+                return Err(Error::NotFound { path: dir });
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        }
+        let db_file = dir.join(DB_FILE);
+        let wanted = options.sharding.to_meta();
+        let existing = if db_file.exists() {
+            let stored: DbMeta = manifest::read(DB_MAGIC, &db_file, "database identity file")?;
+            if stored != wanted {
+                return Err(Error::OptionsMismatch {
+                    path: dir,
+                    stored: describe(&stored),
+                    requested: options.sharding.to_string(),
+                });
+            }
+            true
+        } else {
+            let mut entries = std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))?;
+            if entries.next().is_some() {
+                return Err(Error::NotADatabase { path: dir });
+            }
+            false
+        };
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("opening", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("locking", &lock_path, e))
+            }
+        }
+        if !existing {
+            manifest::write_atomic(&db_file, &manifest::encode(DB_MAGIC, &wanted))?;
+        }
+        let indexes = Indexes {
+            factories: indexes,
+            policy: options.index_policy,
+        };
+
+        // Phase one, read-only: every manifest, run and index. Phase two: WAL recovery.
+        let mut loaded = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
+            let Some(id) = entry.file_name().to_str().and_then(shard_id_from_name) else {
+                continue;
+            };
+            loaded.push(load_shard(&entry.path(), id, &indexes)?);
+        }
+        let mut shards = BTreeMap::new();
+        for l in loaded {
+            let shard = Shard::open(l, options.events.clone())?;
+            shards.insert(shard.id, Arc::new(shard));
+        }
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            indexes,
+            shards: RwLock::new(shards),
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        });
+        let periodic = match inner.options.durability {
+            Durability::Periodic { interval_ms } => Some(spawn_periodic_sync(
+                inner.clone(),
+                Duration::from_millis(interval_ms),
+            )),
+            _ => None,
+        };
+        Ok(Engine { inner, periodic })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// The shard `key` belongs to.
+    pub fn shard_of(&self, key: &[u8]) -> ShardId {
+        match self.inner.options.sharding {
+            Sharding::Single => ShardId(0),
+            Sharding::Hash { shards } => {
+                ShardId(xxhash_rust::xxh3::xxh3_64(key) % u64::from(shards))
+            }
+            Sharding::Range { width } => ShardId(Sharding::prefix_u64(key) / width),
+        }
+    }
+
+    /// Shards that exist.
+    pub fn shards(&self) -> Vec<ShardId> {
+        self.inner.shards.read().keys().copied().collect()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn shard(&self, id: ShardId) -> Option<Arc<Shard<W>>> {
+        self.inner.shards.read().get(&id).cloned()
+    }
+
+    fn shard_or_create(&self, id: ShardId) -> Result<Arc<Shard<W>>> {
+        if let Some(s) = self.shard(id) {
+            return Ok(s);
+        }
+        let mut shards = self.inner.shards.write();
+        if let Some(s) = shards.get(&id) {
+            return Ok(s.clone());
+        }
+        let dir = self.inner.dir.join(shard_dir_name(id));
+        create_shard_dir(&dir, id)?;
+        let loaded = load_shard(&dir, id, &self.inner.indexes)?;
+        let shard = Arc::new(Shard::open(loaded, self.inner.options.events.clone())?);
+        shards.insert(id, shard.clone());
+        Ok(shard)
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.put(key, value);
+        self.write(&b)
+    }
+
+    /// Deletes `key` (a tombstone; deleting an absent key is not an error).
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.delete(key);
+        self.write(&b)
+    }
+
+    /// Applies `batch` with the default durability: atomically within each shard (a crash
+    /// keeps all or none of a shard's part). Every key and value is checked against the limits
+    /// before anything is written.
+    pub fn write(&self, batch: &Batch) -> Result<()> {
+        self.write_with(batch, self.inner.options.durability)
+    }
+
+    /// [`Engine::write`] with an explicit durability for this batch.
+    pub fn write_with(&self, batch: &Batch, durability: Durability) -> Result<()> {
+        self.check_open()?;
+        if batch.len() > MAX_BATCH_OPS {
+            return Err(Error::BatchTooLarge {
+                ops: batch.len(),
+                limit: MAX_BATCH_OPS,
+            });
+        }
+        let mut by_shard: BTreeMap<ShardId, Vec<OpRef<'_>>> = BTreeMap::new();
+        for op in batch.iter() {
+            if op.key.len() > MAX_KEY_BYTES {
+                return Err(Error::KeyTooLarge {
+                    len: op.key.len(),
+                    limit: MAX_KEY_BYTES,
+                });
+            }
+            if op.value.len() > MAX_VALUE_BYTES {
+                return Err(Error::ValueTooLarge {
+                    len: op.value.len(),
+                    limit: MAX_VALUE_BYTES,
+                });
+            }
+            by_shard.entry(self.shard_of(op.key)).or_default().push(op);
+        }
+        for (id, ops) in by_shard {
+            self.shard_or_create(id)?.write(&ops, durability)?;
+        }
+        Ok(())
+    }
+
+    /// The value of `key`, or `None` if it is absent or deleted.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        match self.shard(self.shard_of(key)) {
+            Some(s) => Ok(s.get(key)?.flatten()),
+            None => Ok(None),
+        }
+    }
+
+    /// Key-value pairs with keys in `range`, in key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Scan<W>> {
+        let own = |b: Bound<&K>| b.map(|k| k.as_ref().to_vec());
+        self.scan_bounds(own(range.start_bound()), own(range.end_bound()))
+    }
+
+    /// Key-value pairs whose keys start with `prefix`, in key order.
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Scan<W>> {
+        let end = match prefix_successor(prefix) {
+            Some(e) => Bound::Excluded(e),
+            None => Bound::Unbounded,
+        };
+        self.scan_bounds(Bound::Included(prefix.to_vec()), end)
+    }
+
+    fn scan_bounds(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Scan<W>> {
+        self.check_open()?;
+        let shards: Vec<Arc<Shard<W>>> = {
+            let all = self.inner.shards.read();
+            match self.inner.options.sharding {
+                Sharding::Range { .. } => {
+                    let lo = match &start {
+                        Bound::Included(k) | Bound::Excluded(k) => self.shard_of(k),
+                        Bound::Unbounded => ShardId(0),
+                    };
+                    let hi = match &end {
+                        Bound::Included(k) | Bound::Excluded(k) => self.shard_of(k),
+                        Bound::Unbounded => ShardId(u64::MAX),
+                    };
+                    if lo > hi {
+                        Vec::new()
+                    } else {
+                        all.range(lo..=hi).map(|(_, s)| s.clone()).collect()
+                    }
+                }
+                _ => all.values().cloned().collect(),
+            }
+        };
+        let views = shards.iter().map(|s| (s.view(), s.wal.clone())).collect();
+        Scan::new(views, start, end)
+    }
+
+    /// Makes every write that returned before this call durable (fdatasync of every WAL).
+    pub fn sync(&self) -> Result<()> {
+        self.check_open()?;
+        let shards: Vec<_> = self.inner.shards.read().values().cloned().collect();
+        for s in shards {
+            s.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Compacts one shard now: its frozen and active WAL contents and all its runs become one
+    /// run, streamed in bounded chunks. Blocks until done. A shard that does not exist is a
+    /// no-op. On failure the shard refuses writes until the database is reopened.
+    pub fn compact(&self, shard: ShardId) -> Result<CompactionReport> {
+        self.check_open()?;
+        match self.shard(shard) {
+            Some(s) => s.compact(&self.inner.indexes),
+            None => Ok(CompactionReport::default()),
+        }
+    }
+
+    /// Compacts every shard, one after another.
+    pub fn compact_all(&self) -> Result<()> {
+        for id in self.shards() {
+            self.compact(id)?;
+        }
+        Ok(())
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> Stats {
+        let shards: Vec<_> = self.inner.shards.read().values().cloned().collect();
+        let mut s = Stats::default();
+        for shard in shards {
+            let st = shard.stats();
+            s.memtable_keys += st.memtable_keys;
+            s.memtable_bytes += st.memtable_bytes;
+            s.wal_bytes += st.wal.bytes;
+            s.wal_debt_bytes += st.wal_debt_bytes;
+            s.recovery_bytes_read += st.wal.recovery_bytes_read;
+            for r in &st.runs {
+                s.runs += 1;
+                s.run_bytes += r.file_bytes;
+                s.index_keys += r.index_keys;
+                s.index_bytes += r.index_bytes;
+            }
+            s.compaction_buffer_peak_bytes = s
+                .compaction_buffer_peak_bytes
+                .max(shard.compaction_buffer_peak.load(Ordering::Relaxed));
+            s.shards.push(st);
+        }
+        s
+    }
+
+    /// Syncs every WAL and closes the database. Later calls on other handles to it fail with
+    /// [`Error::Closed`]; dropping without `close` keeps what the durability option promised.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_periodic();
+        let r = self.sync();
+        self.inner.closed.store(true, Ordering::Release);
+        r
+    }
+
+    fn stop_periodic(&mut self) {
+        if let Some((tx, handle)) = self.periodic.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl<W: Wal> Drop for Engine<W> {
+    fn drop(&mut self) {
+        self.stop_periodic();
+    }
+}
+
+fn describe(meta: &DbMeta) -> String {
+    match meta.sharding_kind {
+        0 => Sharding::Single.to_string(),
+        1 => Sharding::Hash {
+            shards: meta.sharding_param as u32,
+        }
+        .to_string(),
+        2 => Sharding::Range {
+            width: meta.sharding_param,
+        }
+        .to_string(),
+        k => format!("unknown sharding kind {k}"),
+    }
+}
+
+fn spawn_periodic_sync<W: Wal>(
+    inner: Arc<Inner<W>>,
+    every: Duration,
+) -> (crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    let handle = std::thread::Builder::new()
+        .name("strata-sync".into())
+        .spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                let shards: Vec<_> = inner.shards.read().values().cloned().collect();
+                for s in shards {
+                    if let Err(e) = s.sync() {
+                        inner
+                            .options
+                            .events
+                            .event(&crate::event::Event::BackgroundError {
+                                error: e.to_string(),
+                            });
+                    }
+                }
+            }
+        })
+        .expect("spawning the periodic sync thread");
+    (tx, handle)
+}

@@ -1,0 +1,87 @@
+//! The `Index` trait: how a sorted run finds a key without reading the run.
+//!
+//! An index is built while its run is written (the builder sees every key and record offset
+//! once, in key order), persisted beside the run, and loaded at open from its own file only.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::Result;
+
+/// Which index implementation wrote an index file; stored in the manifest for each run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IndexKind(pub u8);
+
+/// Identity of the run an index belongs to. A persisted index stores it and is refused when it
+/// does not match the run beside it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RunIdentity {
+    /// The run's id.
+    pub run_id: u64,
+    /// Offset where the run's records end (its footer starts).
+    pub data_end: u64,
+    /// Length of the run file in bytes.
+    pub file_len: u64,
+    /// The run footer's checksum.
+    pub footer_checksum: u64,
+}
+
+/// Byte span of a run in which a key's record must start, if the key is present.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First offset to look at (a record start).
+    pub start: u64,
+    /// The key's record, if any, starts before this offset. Records may extend past it.
+    pub end: u64,
+}
+
+/// Builds an index while a run is written.
+pub trait IndexBuilder: Send {
+    /// Records that the record of `key` starts at `offset`. Called once per record, with keys in
+    /// strictly increasing order and offsets increasing. Never fails; may allocate.
+    fn add(&mut self, key: &[u8], offset: u64);
+
+    /// Writes the finished index to `out` (the engine owns the file: temporary name, sync,
+    /// rename). Returns I/O errors from `out` only.
+    fn finish(self: Box<Self>, run: &RunIdentity, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// A loaded index of one run. Cheap to query, safe to share between threads.
+pub trait Index: Send + Sync {
+    /// False only if `key` is certainly absent from the run. Never does I/O.
+    fn may_contain(&self, key: &[u8]) -> bool;
+
+    /// The span where `key`'s record starts if the key is present; `None` if it is certainly
+    /// absent. May read the index's own memory map, never the run.
+    fn locate(&self, key: &[u8]) -> Option<Span>;
+
+    /// A record-start offset such that every record before it has a key `< key`; scanning
+    /// forward from it finds the first key `>= key`. Returns the run's data end when every key
+    /// is smaller.
+    fn seek(&self, key: &[u8]) -> u64;
+
+    /// Number of keys indexed.
+    fn key_count(&self) -> u64;
+
+    /// Bytes of memory this index holds (heap, plus mapped bytes it touches on lookups).
+    fn memory_bytes(&self) -> u64;
+}
+
+/// Makes builders and loads index files of one kind. Object-safe: the engine holds several and
+/// picks per run.
+pub trait IndexFactory: Send + Sync {
+    /// The kind recorded in the manifest for runs indexed by this factory.
+    fn kind(&self) -> IndexKind;
+
+    /// A short name ("inmem", "disk").
+    fn name(&self) -> &'static str;
+
+    /// A builder for a new run.
+    fn builder(&self) -> Box<dyn IndexBuilder>;
+
+    /// Loads the index file at `path` for the run `run`, without reading the run. Errors name
+    /// the file: [`crate::Error::UnsupportedVersion`] for another format version,
+    /// [`crate::Error::Corrupt`] / [`crate::Error::ChecksumMismatch`] for damage or a file that
+    /// belongs to another run, [`crate::Error::Io`] when it cannot be read.
+    fn load(&self, path: &Path, run: &RunIdentity) -> Result<Box<dyn Index>>;
+}

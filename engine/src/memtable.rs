@@ -1,0 +1,152 @@
+//! The memtable: for one WAL segment, each key's newest version as a *position* in the WAL.
+//! It never holds values, so its size follows the number of keys, not their bytes.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Mutex, RwLock};
+use crate::types::{EntryKind, SegmentId, SeqNo, WalPos};
+
+/// One key's newest version in a memtable.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MemEntry {
+    /// Its sequence number.
+    pub seq: SeqNo,
+    /// Put or delete.
+    pub kind: EntryKind,
+    /// Adapter tag.
+    pub tag: u8,
+    /// Where its value is.
+    pub pos: WalPos,
+}
+
+/// Estimated bytes a memtable entry costs beyond its key: the entry, the key's `Vec` header and
+/// the B-tree's per-entry share.
+pub const MEMTABLE_ENTRY_OVERHEAD_BYTES: u64 =
+    (std::mem::size_of::<MemEntry>() + std::mem::size_of::<Vec<u8>>() + 8) as u64;
+
+type OnRelease = Box<dyn FnOnce() + Send + Sync>;
+
+/// The keys of one WAL segment.
+pub struct Memtable {
+    segment: SegmentId,
+    map: RwLock<BTreeMap<Vec<u8>, MemEntry>>,
+    bytes: AtomicU64,
+    value_bytes: AtomicU64,
+    on_release: Mutex<Option<OnRelease>>,
+}
+
+impl std::fmt::Debug for Memtable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memtable")
+            .field("segment", &self.segment)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Memtable {
+    /// An empty memtable for `segment`.
+    pub fn new(segment: SegmentId) -> Memtable {
+        Memtable {
+            segment,
+            map: RwLock::new(BTreeMap::new()),
+            bytes: AtomicU64::new(0),
+            value_bytes: AtomicU64::new(0),
+            on_release: Mutex::new(None),
+        }
+    }
+
+    /// The WAL segment this memtable covers.
+    pub fn segment(&self) -> SegmentId {
+        self.segment
+    }
+
+    /// Records `entry` for `key` unless the memtable already has a newer version (writers that
+    /// finished their WAL append in one order may insert in another).
+    pub fn insert(&self, key: &[u8], entry: MemEntry) {
+        debug_assert_eq!(
+            entry.pos.segment, self.segment,
+            "entry from another segment"
+        );
+        let mut map = self.map.write();
+        match map.get_mut(key) {
+            Some(old) if old.seq >= entry.seq => {}
+            Some(old) => {
+                self.value_bytes
+                    .fetch_add(u64::from(entry.pos.value_len), Ordering::Relaxed);
+                *old = entry;
+            }
+            None => {
+                self.bytes.fetch_add(
+                    key.len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES,
+                    Ordering::Relaxed,
+                );
+                self.value_bytes
+                    .fetch_add(u64::from(entry.pos.value_len), Ordering::Relaxed);
+                map.insert(key.to_vec(), entry);
+            }
+        }
+    }
+
+    /// The newest version of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<MemEntry> {
+        self.map.read().get(key).copied()
+    }
+
+    /// Up to `max` entries with keys after `after` and inside `end`, in key order.
+    pub fn chunk(
+        &self,
+        after: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        max: usize,
+    ) -> Vec<(Vec<u8>, MemEntry)> {
+        let map = self.map.read();
+        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(e) | Bound::Excluded(e)) =
+            (after, end)
+        {
+            if a > e {
+                return Vec::new();
+            }
+        }
+        map.range::<[u8], _>((after, end))
+            .take(max)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+
+    /// True when no key was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Estimated heap bytes: keys plus [`MEMTABLE_ENTRY_OVERHEAD_BYTES`] per key.
+    pub fn memory_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the values it points to (in the WAL, not in memory).
+    pub fn value_bytes(&self) -> u64 {
+        self.value_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets what to do when the last reference goes (delete the compacted WAL segment): readers
+    /// that still hold this memtable can still read its values until then.
+    pub fn on_release(&self, f: OnRelease) {
+        *self.on_release.lock() = Some(f);
+    }
+}
+
+impl Drop for Memtable {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_release.lock().take() {
+            f();
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Options of an engine instance.
+
+use std::sync::Arc;
+
+use crate::event::{EventSink, NoEvents};
+use crate::index::IndexKind;
+use crate::manifest::DbMeta;
+
+/// How keys are spread over shards. Fixed when the database is created.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Sharding {
+    /// One shard holds everything.
+    Single,
+    /// `xxh3(key) % shards`.
+    Hash {
+        /// Number of shards (1 to 65,536).
+        shards: u32,
+    },
+    /// The key's first 8 bytes as a big-endian `u64` (zero-padded if shorter), divided by
+    /// `width`: shard `n` holds prefixes `[n * width, (n + 1) * width)`. Shards are created as
+    /// keys arrive.
+    Range {
+        /// Prefixes per shard (at least 1).
+        width: u64,
+    },
+}
+
+/// Largest number of hash shards.
+pub const MAX_HASH_SHARDS: u32 = 65_536;
+
+impl Sharding {
+    pub(crate) fn to_meta(self) -> DbMeta {
+        match self {
+            Sharding::Single => DbMeta {
+                sharding_kind: 0,
+                sharding_param: 0,
+            },
+            Sharding::Hash { shards } => DbMeta {
+                sharding_kind: 1,
+                sharding_param: u64::from(shards),
+            },
+            Sharding::Range { width } => DbMeta {
+                sharding_kind: 2,
+                sharding_param: width,
+            },
+        }
+    }
+
+    pub(crate) fn validate(self) -> Result<(), String> {
+        match self {
+            Sharding::Hash { shards } if shards == 0 || shards > MAX_HASH_SHARDS => Err(format!(
+                "hash sharding needs 1 to {MAX_HASH_SHARDS} shards, got {shards}"
+            )),
+            Sharding::Range { width: 0 } => {
+                Err("range sharding needs a width of at least 1".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The big-endian `u64` prefix of `key`, zero-padded: monotone in key order.
+    pub fn prefix_u64(key: &[u8]) -> u64 {
+        let mut b = [0u8; 8];
+        let n = key.len().min(8);
+        b[..n].copy_from_slice(&key[..n]);
+        u64::from_be_bytes(b)
+    }
+}
+
+impl std::fmt::Display for Sharding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sharding::Single => write!(f, "a single shard"),
+            Sharding::Hash { shards } => write!(f, "{shards} hash shards"),
+            Sharding::Range { width } => write!(f, "range shards of width {width}"),
+        }
+    }
+}
+
+/// When a write is durable.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the OS before the call returns: survives a process crash, not a power loss
+    /// (the RocksDB and fjall default). `sync()` makes it durable.
+    Buffered,
+    /// fdatasync before the call returns; concurrent writers share syncs (group commit).
+    SyncPerBatch,
+    /// Written to the OS at once and synced by a background thread every `interval_ms`.
+    Periodic {
+        /// Milliseconds between syncs (at least 1).
+        interval_ms: u64,
+    },
+}
+
+/// Which index a new run gets.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IndexPolicy {
+    /// Always this kind.
+    Always(IndexKind),
+    /// `small` for runs whose expected size is under `cutoff_bytes`, `large` otherwise.
+    BySize {
+        /// Kind for small runs.
+        small: IndexKind,
+        /// Kind for large runs.
+        large: IndexKind,
+        /// The cutoff, in bytes of run.
+        cutoff_bytes: u64,
+    },
+}
+
+impl IndexPolicy {
+    /// The kind for a run expected to be `run_bytes` long.
+    pub fn choose(&self, run_bytes: u64) -> IndexKind {
+        match *self {
+            IndexPolicy::Always(kind) => kind,
+            IndexPolicy::BySize {
+                small,
+                large,
+                cutoff_bytes,
+            } => {
+                if run_bytes < cutoff_bytes {
+                    small
+                } else {
+                    large
+                }
+            }
+        }
+    }
+}
+
+/// Options of an engine.
+#[derive(Clone)]
+pub struct Options {
+    /// Create the directory if it does not exist (default: false).
+    pub create_if_missing: bool,
+    /// The sharding rule; must match the one the database was created with.
+    pub sharding: Sharding,
+    /// Durability of writes that do not say otherwise.
+    pub durability: Durability,
+    /// Index kind for new runs.
+    pub index_policy: IndexPolicy,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("create_if_missing", &self.create_if_missing)
+            .field("sharding", &self.sharding)
+            .field("durability", &self.durability)
+            .field("index_policy", &self.index_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Defaults: no creation, one shard, buffered durability, index kind 1 for every run, no
+    /// events.
+    pub fn new() -> Options {
+        Options {
+            create_if_missing: false,
+            sharding: Sharding::Single,
+            durability: Durability::Buffered,
+            index_policy: IndexPolicy::Always(IndexKind(1)),
+            events: Arc::new(NoEvents),
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}

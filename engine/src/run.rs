@@ -1,0 +1,893 @@
+//! Sorted runs: immutable files of records in strictly increasing key order.
+//!
+//! Layout (all integers little-endian; see `docs/FORMAT.md`): a 32-byte header, records, a
+//! 64-byte footer. Each record carries its own checksum, so one record can be read and trusted
+//! alone. Point reads and scans go through a memory map ([`Run`]); compaction reads its inputs
+//! sequentially with buffered reads ([`RunStream`]) so that mapped pages of whole files never
+//! pile up in RSS.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexBuilder, RunIdentity};
+use crate::types::{checksum, EntryKind, SeqNo, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+/// Format version written in run headers and footers.
+pub const RUN_VERSION: u32 = 1;
+/// Magic of the run header.
+pub const RUN_MAGIC: [u8; 8] = *b"STRATARN";
+/// Magic of the run footer.
+pub const RUN_FOOTER_MAGIC: [u8; 8] = *b"STRATAFT";
+
+// Header: magic, version, reserved, run id, checksum of the previous 24 bytes.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = H_MAGIC + 8;
+const H_RESERVED: usize = H_VERSION + 4;
+const H_RUN_ID: usize = H_RESERVED + 4;
+const H_CHECKSUM: usize = H_RUN_ID + 8;
+/// Bytes of the run header; the first record starts here.
+pub const RUN_HEADER_BYTES: usize = H_CHECKSUM + 8;
+const _: () = assert!(RUN_HEADER_BYTES == 32);
+
+// Record header: key length, kind, tag, value length, sequence number.
+const R_KEY_LEN: usize = 0;
+const R_KIND: usize = R_KEY_LEN + 2;
+const R_TAG: usize = R_KIND + 1;
+const R_VALUE_LEN: usize = R_TAG + 1;
+const R_SEQ: usize = R_VALUE_LEN + 4;
+/// Bytes of a record header; key, value and an 8-byte checksum follow.
+pub const RECORD_HEADER_BYTES: usize = R_SEQ + 8;
+/// Bytes of the checksum that ends every record.
+pub const RECORD_CHECKSUM_BYTES: usize = 8;
+const _: () = assert!(RECORD_HEADER_BYTES == 16);
+
+// Footer.
+const F_ENTRY_COUNT: usize = 0;
+const F_DATA_END: usize = F_ENTRY_COUNT + 8;
+const F_MIN_SEQ: usize = F_DATA_END + 8;
+const F_MAX_SEQ: usize = F_MIN_SEQ + 8;
+const F_DATA_CHECKSUM: usize = F_MAX_SEQ + 8;
+const F_MAGIC: usize = F_DATA_CHECKSUM + 8;
+const F_VERSION: usize = F_MAGIC + 8;
+const F_RESERVED: usize = F_VERSION + 4;
+const F_CHECKSUM: usize = F_RESERVED + 4;
+/// Bytes of the run footer, at the end of the file.
+pub const RUN_FOOTER_BYTES: usize = F_CHECKSUM + 8;
+const _: () = assert!(RUN_FOOTER_BYTES == 64);
+
+/// Bytes of the write buffer of a [`RunWriter`].
+pub const RUN_WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// Bytes of the read buffer of a [`RunStream`].
+pub const RUN_READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// File name of run `id`.
+pub fn run_file_name(id: u64) -> String {
+    format!("run-{id:016x}.run")
+}
+
+/// File name of run `id`'s index.
+pub fn index_file_name(id: u64) -> String {
+    format!("run-{id:016x}.idx")
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Parsed fixed fields of one record header.
+#[derive(Copy, Clone, Debug)]
+pub struct RecordMeta {
+    /// Key length.
+    pub key_len: usize,
+    /// Put or delete.
+    pub kind: EntryKind,
+    /// Adapter tag.
+    pub tag: u8,
+    /// Value length.
+    pub value_len: usize,
+    /// Sequence number.
+    pub seq: SeqNo,
+}
+
+impl RecordMeta {
+    /// Total bytes of the record, checksum included.
+    pub fn record_len(&self) -> u64 {
+        (RECORD_HEADER_BYTES + self.key_len + self.value_len + RECORD_CHECKSUM_BYTES) as u64
+    }
+
+    fn encode(&self) -> [u8; RECORD_HEADER_BYTES] {
+        let mut h = [0u8; RECORD_HEADER_BYTES];
+        h[R_KEY_LEN..R_KEY_LEN + 2].copy_from_slice(&(self.key_len as u16).to_le_bytes());
+        h[R_KIND] = self.kind as u8;
+        h[R_TAG] = self.tag;
+        h[R_VALUE_LEN..R_VALUE_LEN + 4].copy_from_slice(&(self.value_len as u32).to_le_bytes());
+        h[R_SEQ..R_SEQ + 8].copy_from_slice(&self.seq.0.to_le_bytes());
+        h
+    }
+
+    /// Decodes and range-checks a record header read at `offset` of `file`.
+    pub fn decode(h: &[u8], file: &Path, offset: u64) -> Result<RecordMeta> {
+        if h.len() < RECORD_HEADER_BYTES {
+            return Err(Error::corrupt(
+                file,
+                offset,
+                "run record",
+                "record header is cut short",
+            ));
+        }
+        let key_len = le_u16(h, R_KEY_LEN) as usize;
+        let value_len = le_u32(h, R_VALUE_LEN) as usize;
+        let kind = EntryKind::from_byte(h[R_KIND]).ok_or_else(|| {
+            Error::corrupt(
+                file,
+                offset,
+                "run record",
+                format!("unknown entry kind {}", h[R_KIND]),
+            )
+        })?;
+        if key_len > MAX_KEY_BYTES || value_len > MAX_VALUE_BYTES {
+            return Err(Error::corrupt(
+                file,
+                offset,
+                "run record",
+                format!("key length {key_len} or value length {value_len} over the limits"),
+            ));
+        }
+        Ok(RecordMeta {
+            key_len,
+            kind,
+            tag: h[R_TAG],
+            value_len,
+            seq: SeqNo(le_u64(h, R_SEQ)),
+        })
+    }
+}
+
+/// Writes a run: header, records in strictly increasing key order, footer; builds the index on
+/// the fly. Values can be written in chunks, so no value needs to be whole in memory.
+///
+/// Files are written under temporary names; [`RunWriter::finish`] syncs and renames them.
+pub struct RunWriter {
+    id: u64,
+    dir: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    data_hash: Xxh3,
+    record_hash: Xxh3,
+    value_left: usize,
+    in_record: bool,
+    entries: u64,
+    min_seq: u64,
+    max_seq: u64,
+    last_key: Option<Vec<u8>>,
+    index: Box<dyn IndexBuilder>,
+}
+
+/// A finished run on disk.
+#[derive(Clone, Copy, Debug)]
+pub struct FinishedRun {
+    /// Its identity (id, lengths, footer checksum).
+    pub identity: RunIdentity,
+    /// Records written.
+    pub entries: u64,
+}
+
+fn tmp_name(name: &str) -> String {
+    format!("{name}.tmp")
+}
+
+impl RunWriter {
+    /// Starts run `id` in `dir` (as `run-<id>.run.tmp`), indexed by `index`.
+    pub fn create(dir: &Path, id: u64, index: Box<dyn IndexBuilder>) -> Result<RunWriter> {
+        let path = dir.join(tmp_name(&run_file_name(id)));
+        let file = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
+        let mut out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, file);
+        let mut h = [0u8; RUN_HEADER_BYTES];
+        h[H_MAGIC..H_MAGIC + 8].copy_from_slice(&RUN_MAGIC);
+        h[H_VERSION..H_VERSION + 4].copy_from_slice(&RUN_VERSION.to_le_bytes());
+        h[H_RUN_ID..H_RUN_ID + 8].copy_from_slice(&id.to_le_bytes());
+        let c = checksum(&h[..H_CHECKSUM]);
+        h[H_CHECKSUM..].copy_from_slice(&c.to_le_bytes());
+        out.write_all(&h)
+            .map_err(|e| Error::io("writing", &path, e))?;
+        Ok(RunWriter {
+            id,
+            dir: dir.to_path_buf(),
+            out,
+            offset: RUN_HEADER_BYTES as u64,
+            data_hash: Xxh3::new(),
+            record_hash: Xxh3::new(),
+            value_left: 0,
+            in_record: false,
+            entries: 0,
+            min_seq: u64::MAX,
+            max_seq: 0,
+            last_key: None,
+            index,
+        })
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.dir.join(tmp_name(&run_file_name(self.id)))
+    }
+
+    fn put_bytes(&mut self, bytes: &[u8], in_record: bool) -> Result<()> {
+        if let Err(e) = self.out.write_all(bytes) {
+            return Err(Error::io("writing", self.tmp_path(), e));
+        }
+        self.data_hash.update(bytes);
+        if in_record {
+            self.record_hash.update(bytes);
+        }
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Starts a record; its `value_len` value bytes follow through [`RunWriter::value_chunk`],
+    /// then [`RunWriter::end_record`]. Keys must be strictly increasing.
+    pub fn begin_record(
+        &mut self,
+        key: &[u8],
+        kind: EntryKind,
+        tag: u8,
+        seq: SeqNo,
+        value_len: usize,
+    ) -> Result<()> {
+        debug_assert!(!self.in_record, "begin_record inside a record");
+        debug_assert!(
+            self.last_key.as_deref().is_none_or(|last| last < key),
+            "run keys must strictly increase"
+        );
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                limit: MAX_KEY_BYTES,
+            });
+        }
+        if value_len > MAX_VALUE_BYTES {
+            return Err(Error::ValueTooLarge {
+                len: value_len,
+                limit: MAX_VALUE_BYTES,
+            });
+        }
+        self.index.add(key, self.offset);
+        self.record_hash = Xxh3::new();
+        let meta = RecordMeta {
+            key_len: key.len(),
+            kind,
+            tag,
+            value_len,
+            seq,
+        };
+        self.put_bytes(&meta.encode(), true)?;
+        self.put_bytes(key, true)?;
+        self.value_left = value_len;
+        self.in_record = true;
+        self.entries += 1;
+        self.min_seq = self.min_seq.min(seq.0);
+        self.max_seq = self.max_seq.max(seq.0);
+        match &mut self.last_key {
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(key);
+            }
+            None => self.last_key = Some(key.to_vec()),
+        }
+        Ok(())
+    }
+
+    /// Writes the next bytes of the current record's value.
+    pub fn value_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        debug_assert!(
+            self.in_record && chunk.len() <= self.value_left,
+            "value longer than declared"
+        );
+        self.value_left -= chunk.len().min(self.value_left);
+        self.put_bytes(chunk, true)
+    }
+
+    /// Ends the current record with its checksum.
+    pub fn end_record(&mut self) -> Result<()> {
+        if self.value_left != 0 {
+            return Err(Error::corrupt(
+                self.tmp_path(),
+                self.offset,
+                "run record",
+                format!(
+                    "value ended {} bytes short of its declared length",
+                    self.value_left
+                ),
+            ));
+        }
+        let c = self.record_hash.digest();
+        self.put_bytes(&c.to_le_bytes(), false)?;
+        self.in_record = false;
+        Ok(())
+    }
+
+    /// Writes one whole record.
+    pub fn add(
+        &mut self,
+        key: &[u8],
+        kind: EntryKind,
+        tag: u8,
+        seq: SeqNo,
+        value: &[u8],
+    ) -> Result<()> {
+        self.begin_record(key, kind, tag, seq, value.len())?;
+        self.value_chunk(value)?;
+        self.end_record()
+    }
+
+    /// Records written so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.offset
+    }
+
+    /// Writes the footer and the index, syncs both files and renames them into place (the
+    /// caller syncs the directory). Returns the run's identity.
+    pub fn finish(mut self) -> Result<FinishedRun> {
+        debug_assert!(!self.in_record);
+        let data_end = self.offset;
+        let mut f = [0u8; RUN_FOOTER_BYTES];
+        let (min_seq, max_seq) = if self.entries == 0 {
+            (0, 0)
+        } else {
+            (self.min_seq, self.max_seq)
+        };
+        f[F_ENTRY_COUNT..F_ENTRY_COUNT + 8].copy_from_slice(&self.entries.to_le_bytes());
+        f[F_DATA_END..F_DATA_END + 8].copy_from_slice(&data_end.to_le_bytes());
+        f[F_MIN_SEQ..F_MIN_SEQ + 8].copy_from_slice(&min_seq.to_le_bytes());
+        f[F_MAX_SEQ..F_MAX_SEQ + 8].copy_from_slice(&max_seq.to_le_bytes());
+        f[F_DATA_CHECKSUM..F_DATA_CHECKSUM + 8]
+            .copy_from_slice(&self.data_hash.digest().to_le_bytes());
+        f[F_MAGIC..F_MAGIC + 8].copy_from_slice(&RUN_FOOTER_MAGIC);
+        f[F_VERSION..F_VERSION + 4].copy_from_slice(&RUN_VERSION.to_le_bytes());
+        let footer_checksum = checksum(&f[..F_CHECKSUM]);
+        f[F_CHECKSUM..].copy_from_slice(&footer_checksum.to_le_bytes());
+        let tmp = self.tmp_path();
+        self.out
+            .write_all(&f)
+            .map_err(|e| Error::io("writing", &tmp, e))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+        let identity = RunIdentity {
+            run_id: self.id,
+            data_end,
+            file_len: data_end + RUN_FOOTER_BYTES as u64,
+            footer_checksum,
+        };
+
+        let idx_tmp = self.dir.join(tmp_name(&index_file_name(self.id)));
+        let idx_file = File::create(&idx_tmp).map_err(|e| Error::io("creating", &idx_tmp, e))?;
+        let mut idx_out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, idx_file);
+        self.index
+            .finish(&identity, &mut idx_out)
+            .map_err(|e| Error::io("writing", &idx_tmp, e))?;
+        let idx_file = idx_out
+            .into_inner()
+            .map_err(|e| Error::io("writing", &idx_tmp, e.into_error()))?;
+        idx_file
+            .sync_all()
+            .map_err(|e| Error::io("syncing", &idx_tmp, e))?;
+
+        let idx_final = self.dir.join(index_file_name(self.id));
+        std::fs::rename(&idx_tmp, &idx_final).map_err(|e| Error::io("renaming", &idx_tmp, e))?;
+        let final_path = self.dir.join(run_file_name(self.id));
+        std::fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))?;
+        Ok(FinishedRun {
+            identity,
+            entries: self.entries,
+        })
+    }
+}
+
+/// The validated footer of a run.
+#[derive(Copy, Clone, Debug)]
+pub struct RunFooter {
+    /// Records in the run.
+    pub entries: u64,
+    /// Offset where records end.
+    pub data_end: u64,
+    /// Smallest sequence number.
+    pub min_seq: SeqNo,
+    /// Largest sequence number.
+    pub max_seq: SeqNo,
+    /// xxh3 of the record bytes `[RUN_HEADER_BYTES, data_end)`.
+    pub data_checksum: u64,
+    /// Checksum of the footer itself.
+    pub footer_checksum: u64,
+}
+
+/// Checks a run's header (`head`, the first bytes) and footer (`tail`, the last
+/// [`RUN_FOOTER_BYTES`]) for a file of `file_len` bytes.
+pub fn check_run_frame(
+    path: &Path,
+    id: u64,
+    file_len: u64,
+    head: &[u8],
+    tail: &[u8],
+) -> Result<RunFooter> {
+    let min_len = (RUN_HEADER_BYTES + RUN_FOOTER_BYTES) as u64;
+    if file_len < min_len || head.len() < RUN_HEADER_BYTES || tail.len() != RUN_FOOTER_BYTES {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "run file",
+            format!("{file_len} bytes is shorter than header and footer ({min_len})"),
+        ));
+    }
+    if head[H_MAGIC..H_MAGIC + 8] != RUN_MAGIC {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "run header",
+            "bad magic: not a strata run",
+        ));
+    }
+    let stored = le_u64(head, H_CHECKSUM);
+    let actual = checksum(&head[..H_CHECKSUM]);
+    if stored != actual {
+        return Err(Error::ChecksumMismatch {
+            file: path.into(),
+            offset: 0,
+            what: "run header",
+            expected: stored,
+            actual,
+        });
+    }
+    let version = le_u32(head, H_VERSION);
+    if version != RUN_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: path.into(),
+            what: "run",
+            found: version,
+            supported: RUN_VERSION,
+        });
+    }
+    if le_u64(head, H_RUN_ID) != id {
+        return Err(Error::corrupt(
+            path,
+            H_RUN_ID as u64,
+            "run header",
+            format!("holds run id {}, expected {id}", le_u64(head, H_RUN_ID)),
+        ));
+    }
+    let foff = file_len - RUN_FOOTER_BYTES as u64;
+    let stored = le_u64(tail, F_CHECKSUM);
+    let actual = checksum(&tail[..F_CHECKSUM]);
+    if stored != actual {
+        return Err(Error::ChecksumMismatch {
+            file: path.into(),
+            offset: foff,
+            what: "run footer",
+            expected: stored,
+            actual,
+        });
+    }
+    if tail[F_MAGIC..F_MAGIC + 8] != RUN_FOOTER_MAGIC {
+        return Err(Error::corrupt(path, foff, "run footer", "bad footer magic"));
+    }
+    let data_end = le_u64(tail, F_DATA_END);
+    if data_end != foff {
+        return Err(Error::corrupt(
+            path,
+            foff,
+            "run footer",
+            format!("data end {data_end} does not meet the footer at {foff}"),
+        ));
+    }
+    Ok(RunFooter {
+        entries: le_u64(tail, F_ENTRY_COUNT),
+        data_end,
+        min_seq: SeqNo(le_u64(tail, F_MIN_SEQ)),
+        max_seq: SeqNo(le_u64(tail, F_MAX_SEQ)),
+        data_checksum: le_u64(tail, F_DATA_CHECKSUM),
+        footer_checksum: stored,
+    })
+}
+
+/// One record of a mapped run, borrowed from the map.
+#[derive(Copy, Clone, Debug)]
+pub struct RecordRef<'a> {
+    /// Fixed fields.
+    pub meta: RecordMeta,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// Offset of the record.
+    pub offset: u64,
+    /// Offset of the next record.
+    pub next: u64,
+}
+
+/// Parses and checks the record at `offset` of `data` (bytes `[0, data_end)` of a run file).
+pub fn parse_record<'a>(data: &'a [u8], path: &Path, offset: u64) -> Result<RecordRef<'a>> {
+    let start = usize::try_from(offset)
+        .map_err(|_| Error::corrupt(path, offset, "run record", "offset beyond address space"))?;
+    let head = data
+        .get(start..start.saturating_add(RECORD_HEADER_BYTES))
+        .ok_or_else(|| {
+            Error::corrupt(
+                path,
+                offset,
+                "run record",
+                "record header runs past the end of the data",
+            )
+        })?;
+    let meta = RecordMeta::decode(head, path, offset)?;
+    let key_start = start + RECORD_HEADER_BYTES;
+    let value_start = key_start + meta.key_len;
+    let sum_start = value_start + meta.value_len;
+    let end = sum_start + RECORD_CHECKSUM_BYTES;
+    let record = data.get(start..end).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            offset,
+            "run record",
+            "record runs past the end of the data",
+        )
+    })?;
+    let stored = le_u64(record, record.len() - RECORD_CHECKSUM_BYTES);
+    let actual = checksum(&record[..record.len() - RECORD_CHECKSUM_BYTES]);
+    if stored != actual {
+        return Err(Error::ChecksumMismatch {
+            file: path.into(),
+            offset,
+            what: "run record",
+            expected: stored,
+            actual,
+        });
+    }
+    Ok(RecordRef {
+        meta,
+        key: &data[key_start..value_start],
+        value: &data[value_start..sum_start],
+        offset,
+        next: end as u64,
+    })
+}
+
+/// An open run: memory-mapped data plus its loaded index.
+pub struct Run {
+    id: u64,
+    path: PathBuf,
+    index_path: PathBuf,
+    map: memmap2::Mmap,
+    footer: RunFooter,
+    identity: RunIdentity,
+    index: Box<dyn Index>,
+    obsolete: AtomicBool,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("entries", &self.footer.entries)
+            .finish()
+    }
+}
+
+/// Reads the header and footer of the run file at `path` with two small reads (never the data).
+pub fn read_run_frame(path: &Path, id: u64) -> Result<(File, RunFooter, RunIdentity)> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading metadata of", path, e))?
+        .len();
+    let mut head = [0u8; RUN_HEADER_BYTES];
+    let mut tail = [0u8; RUN_FOOTER_BYTES];
+    if len >= (RUN_HEADER_BYTES + RUN_FOOTER_BYTES) as u64 {
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io("reading", path, e))?;
+        file.read_exact_at(&mut tail, len - RUN_FOOTER_BYTES as u64)
+            .map_err(|e| Error::io("reading", path, e))?;
+    }
+    let footer = check_run_frame(path, id, len, &head, &tail)?;
+    let identity = RunIdentity {
+        run_id: id,
+        data_end: footer.data_end,
+        file_len: len,
+        footer_checksum: footer.footer_checksum,
+    };
+    Ok((file, footer, identity))
+}
+
+impl Run {
+    /// Opens run `id` in `dir` with an index already loaded for it. Reads the header and
+    /// footer only.
+    pub fn open(dir: &Path, id: u64, index: Box<dyn Index>) -> Result<Run> {
+        let path = dir.join(run_file_name(id));
+        let (file, footer, identity) = read_run_frame(&path, id)?;
+        #[expect(unsafe_code, reason = "runs are read through a memory map")]
+        // SAFETY: run files are immutable once renamed into place; strata never writes or
+        // truncates them, and removes them only after every `Run` mapping them is dropped.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", &path, e))?;
+        Ok(Run {
+            id,
+            index_path: dir.join(index_file_name(id)),
+            path,
+            map,
+            footer,
+            identity,
+            index,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    /// The run's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The run file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Footer fields.
+    pub fn footer(&self) -> &RunFooter {
+        &self.footer
+    }
+    /// Identity, as stored in its index.
+    pub fn identity(&self) -> RunIdentity {
+        self.identity
+    }
+    /// File length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.identity.file_len
+    }
+    /// The loaded index.
+    pub fn index(&self) -> &dyn Index {
+        self.index.as_ref()
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.map[..self.footer.data_end as usize]
+    }
+
+    /// The record at `offset` (a record start), checked.
+    pub fn record_at(&self, offset: u64) -> Result<RecordRef<'_>> {
+        parse_record(self.data(), &self.path, offset)
+    }
+
+    /// The newest version of `key` in this run, if present.
+    pub fn get(&self, key: &[u8]) -> Result<Option<RecordRef<'_>>> {
+        if !self.index.may_contain(key) {
+            return Ok(None);
+        }
+        let Some(span) = self.index.locate(key) else {
+            return Ok(None);
+        };
+        let mut offset = span.start;
+        while offset < span.end.min(self.footer.data_end) {
+            let rec = self.record_at(offset)?;
+            match rec.key.cmp(key) {
+                std::cmp::Ordering::Less => offset = rec.next,
+                std::cmp::Ordering::Equal => return Ok(Some(rec)),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset of the first record with key `>= key` (or the data end).
+    pub fn seek(&self, key: &[u8]) -> Result<u64> {
+        let mut offset = self.index.seek(key).max(RUN_HEADER_BYTES as u64);
+        while offset < self.footer.data_end {
+            let rec = self.record_at(offset)?;
+            if rec.key >= key {
+                break;
+            }
+            offset = rec.next;
+        }
+        Ok(offset)
+    }
+
+    /// `len` bytes at `offset` of a record already checked by [`Run::record_at`].
+    pub(crate) fn bytes(&self, offset: u64, len: usize) -> &[u8] {
+        &self.data()[offset as usize..offset as usize + len]
+    }
+
+    /// Data end: offsets at or past it hold no record.
+    pub fn data_end(&self) -> u64 {
+        self.footer.data_end
+    }
+
+    /// Marks the run as replaced: its files are deleted when the last reference is dropped.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            // Best effort: a leftover file is not in the manifest and is removed at next open.
+            let _ = std::fs::remove_file(&self.index_path);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Sequential, buffered reader of a run's records, for compaction and verification. Holds one
+/// read buffer of [`RUN_READ_BUFFER_BYTES`]; values are streamed, never held whole.
+pub struct RunStream {
+    path: PathBuf,
+    input: BufReader<File>,
+    offset: u64,
+    data_end: u64,
+    meta: Option<RecordMeta>,
+    record_offset: u64,
+    key: Vec<u8>,
+    hash: Xxh3,
+    value_pending: bool,
+}
+
+impl RunStream {
+    /// Opens run `id` of `dir` for a sequential read; checks header and footer.
+    pub fn open(dir: &Path, id: u64) -> Result<RunStream> {
+        let path = dir.join(run_file_name(id));
+        let (file, footer, _) = read_run_frame(&path, id)?;
+        let mut input = BufReader::with_capacity(RUN_READ_BUFFER_BYTES, file);
+        let mut skip = [0u8; RUN_HEADER_BYTES];
+        input
+            .read_exact(&mut skip)
+            .map_err(|e| Error::io("reading", &path, e))?;
+        Ok(RunStream {
+            path,
+            input,
+            offset: RUN_HEADER_BYTES as u64,
+            data_end: footer.data_end,
+            meta: None,
+            record_offset: 0,
+            key: Vec::new(),
+            hash: Xxh3::new(),
+            value_pending: false,
+        })
+    }
+
+    /// Moves to the next record, reading its header and key; `false` at the end. Any value of
+    /// the current record not yet streamed is read (and checked) first.
+    pub fn advance(&mut self) -> Result<bool> {
+        if self.value_pending {
+            self.stream_value(&mut |_| Ok(()))?;
+        }
+        self.meta = None;
+        if self.offset >= self.data_end {
+            return Ok(false);
+        }
+        if self.data_end - self.offset < (RECORD_HEADER_BYTES + RECORD_CHECKSUM_BYTES) as u64 {
+            return Err(Error::corrupt(
+                &self.path,
+                self.offset,
+                "run record",
+                "record header runs past the end of the data",
+            ));
+        }
+        let mut h = [0u8; RECORD_HEADER_BYTES];
+        self.input
+            .read_exact(&mut h)
+            .map_err(|e| Error::io("reading", &self.path, e))?;
+        let meta = RecordMeta::decode(&h, &self.path, self.offset)?;
+        if self.offset + meta.record_len() > self.data_end {
+            return Err(Error::corrupt(
+                &self.path,
+                self.offset,
+                "run record",
+                "record runs past the end of the data",
+            ));
+        }
+        self.key.resize(meta.key_len, 0);
+        self.input
+            .read_exact(&mut self.key)
+            .map_err(|e| Error::io("reading", &self.path, e))?;
+        self.hash = Xxh3::new();
+        self.hash.update(&h);
+        self.hash.update(&self.key);
+        self.record_offset = self.offset;
+        self.offset += meta.record_len();
+        self.meta = Some(meta);
+        self.value_pending = true;
+        Ok(true)
+    }
+
+    /// The current record's fixed fields (after a successful [`RunStream::advance`]).
+    pub fn meta(&self) -> Option<&RecordMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The current record's key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Offset of the current record.
+    pub fn record_offset(&self) -> u64 {
+        self.record_offset
+    }
+
+    /// Streams the current record's value to `sink` in pieces of at most
+    /// [`RUN_READ_BUFFER_BYTES`], then checks the record checksum.
+    pub fn stream_value(&mut self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let Some(meta) = self.meta else { return Ok(()) };
+        if !self.value_pending {
+            return Ok(());
+        }
+        self.value_pending = false;
+        let mut left = meta.value_len;
+        while left > 0 {
+            let buf = self.input.fill_buf_checked(&self.path)?;
+            let n = buf.len().min(left);
+            self.hash.update(&buf[..n]);
+            sink(&buf[..n])?;
+            self.input.consume(n);
+            left -= n;
+        }
+        let mut sum = [0u8; RECORD_CHECKSUM_BYTES];
+        self.input
+            .read_exact(&mut sum)
+            .map_err(|e| Error::io("reading", &self.path, e))?;
+        let stored = u64::from_le_bytes(sum);
+        let actual = self.hash.digest();
+        if stored != actual {
+            return Err(Error::ChecksumMismatch {
+                file: self.path.clone(),
+                offset: self.record_offset,
+                what: "run record",
+                expected: stored,
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+trait FillChecked {
+    fn fill_buf_checked(&mut self, path: &Path) -> Result<&[u8]>;
+    fn consume(&mut self, n: usize);
+}
+
+impl FillChecked for BufReader<File> {
+    fn fill_buf_checked(&mut self, path: &Path) -> Result<&[u8]> {
+        let buf = std::io::BufRead::fill_buf(self).map_err(|e| Error::io("reading", path, e))?;
+        if buf.is_empty() {
+            return Err(Error::corrupt(
+                path,
+                0,
+                "run file",
+                "file ends inside a record",
+            ));
+        }
+        Ok(buf)
+    }
+    fn consume(&mut self, n: usize) {
+        std::io::BufRead::consume(self, n)
+    }
+}

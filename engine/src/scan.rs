@@ -1,0 +1,203 @@
+//! Range scans: a k-way merge of every memtable and run of the shards a range touches.
+//! Equal keys resolve to the newest source; tombstones hide older versions and are not
+//! returned. Memory: one key per source plus a memtable chunk, never a set of seen keys.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+
+use crate::error::Result;
+use crate::run::{RecordRef, Run};
+use crate::shard::{MemCursor, ShardView};
+use crate::sync::Arc;
+use crate::types::EntryKind;
+use crate::wal::Wal;
+
+enum Source<W: Wal> {
+    Mem {
+        cursor: MemCursor,
+        wal: Arc<W>,
+    },
+    Run {
+        run: Arc<Run>,
+        offset: u64,
+        end: Bound<Vec<u8>>,
+        cur: Option<RunCur>,
+    },
+}
+
+/// The current record of a run source: its kind and where its value is in the map.
+#[derive(Copy, Clone)]
+struct RunCur {
+    kind: EntryKind,
+    value_offset: u64,
+    value_len: usize,
+}
+
+fn within(key: &[u8], end: &Bound<Vec<u8>>) -> bool {
+    match end {
+        Bound::Included(e) => key <= e.as_slice(),
+        Bound::Excluded(e) => key < e.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+impl<W: Wal> Source<W> {
+    /// Moves to the next entry in range and returns its key; `None` at the end.
+    fn advance(&mut self) -> Result<Option<Vec<u8>>> {
+        match self {
+            Source::Mem { cursor, .. } => Ok(cursor.advance().then(|| cursor.current().0.clone())),
+            Source::Run {
+                run,
+                offset,
+                end,
+                cur,
+            } => {
+                *cur = None;
+                if *offset >= run.data_end() {
+                    return Ok(None);
+                }
+                let rec: RecordRef<'_> = run.record_at(*offset)?;
+                if !within(rec.key, end) {
+                    *offset = run.data_end();
+                    return Ok(None);
+                }
+                let value_len = rec.value.len();
+                let value_offset =
+                    rec.next - (crate::run::RECORD_CHECKSUM_BYTES + value_len) as u64;
+                *cur = Some(RunCur {
+                    kind: rec.meta.kind,
+                    value_offset,
+                    value_len,
+                });
+                let key = rec.key.to_vec();
+                *offset = rec.next;
+                Ok(Some(key))
+            }
+        }
+    }
+
+    /// The current entry's value, or `None` for a tombstone.
+    fn value(&self) -> Result<Option<Vec<u8>>> {
+        match self {
+            Source::Mem { cursor, wal } => {
+                let e = cursor.current().1;
+                match e.kind {
+                    EntryKind::Delete => Ok(None),
+                    EntryKind::Put => Ok(Some(wal.read_value(e.pos)?)),
+                }
+            }
+            Source::Run { run, cur, .. } => {
+                let c = cur.expect("positioned");
+                match c.kind {
+                    EntryKind::Delete => Ok(None),
+                    EntryKind::Put => Ok(Some(run.bytes(c.value_offset, c.value_len).to_vec())),
+                }
+            }
+        }
+    }
+}
+
+/// An iterator over `(key, value)` pairs of a key range, in key order. Sees every write that
+/// finished before it was created; may or may not see later ones. Yields an error (and then
+/// ends) when stored bytes fail their checks.
+pub struct Scan<W: Wal> {
+    sources: Vec<Source<W>>,
+    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    started: bool,
+    failed: bool,
+}
+
+impl<W: Wal> Scan<W> {
+    /// A scan over the given views (each with its shard's WAL), bounded by `start`/`end`.
+    pub(crate) fn new(
+        views: Vec<(ShardView, Arc<W>)>,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> Result<Scan<W>> {
+        let mut sources = Vec::new();
+        for (view, wal) in views {
+            for mem in view.mems {
+                sources.push(Source::Mem {
+                    cursor: MemCursor::new(mem, start.clone(), end.clone()),
+                    wal: wal.clone(),
+                });
+            }
+            for run in view.runs {
+                let offset = match &start {
+                    Bound::Included(k) => run.seek(k)?,
+                    Bound::Excluded(k) => {
+                        let mut o = run.seek(k)?;
+                        if o < run.data_end() && run.record_at(o)?.key == k.as_slice() {
+                            o = run.record_at(o)?.next;
+                        }
+                        o
+                    }
+                    Bound::Unbounded => crate::run::RUN_HEADER_BYTES as u64,
+                };
+                sources.push(Source::Run {
+                    run,
+                    offset,
+                    end: end.clone(),
+                    cur: None,
+                });
+            }
+        }
+        Ok(Scan {
+            heap: BinaryHeap::with_capacity(sources.len()),
+            sources,
+            started: false,
+            failed: false,
+        })
+    }
+
+    fn push(&mut self, i: usize) -> Result<()> {
+        if let Some(key) = self.sources[i].advance()? {
+            self.heap.push(Reverse((key, i)));
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                self.push(i)?;
+            }
+        }
+        while let Some(Reverse((key, rank))) = self.heap.pop() {
+            while let Some(Reverse((k, _))) = self.heap.peek() {
+                if *k != key {
+                    break;
+                }
+                let Reverse((_, r)) = self.heap.pop().expect("peeked");
+                self.push(r)?;
+            }
+            // Sources are ordered newest first, so the lowest rank holds the newest version.
+            let value = self.sources[rank].value()?;
+            self.push(rank)?;
+            if let Some(v) = value {
+                return Ok(Some((key, v)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl<W: Wal> Iterator for Scan<W> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(kv)) => Some(Ok(kv)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,702 @@
+//! A shard: one WAL, its memtables (active and frozen), its runs and its manifest. Owns the
+//! write path, point reads and the compaction of its own data.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventSink};
+use crate::index::IndexFactory;
+use crate::manifest::{self, RunMeta, ShardManifest, SHARD_MAGIC};
+use crate::memtable::{MemEntry, Memtable};
+use crate::options::{Durability, IndexPolicy};
+use crate::run::{
+    index_file_name, run_file_name, Run, RunStream, RunWriter, RUN_READ_BUFFER_BYTES,
+    RUN_WRITE_BUFFER_BYTES,
+};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, RwLock};
+use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId, COPY_CHUNK_BYTES};
+use crate::wal::Wal;
+
+/// Keys fetched from a memtable at a time by scans and compaction.
+pub const MEMTABLE_CHUNK_ENTRIES: usize = 128;
+
+/// File name of a shard's manifest.
+pub const SHARD_MANIFEST_FILE: &str = "MANIFEST";
+
+/// Directory name of shard `id`.
+pub fn shard_dir_name(id: ShardId) -> String {
+    format!("shard-{:016x}", id.0)
+}
+
+/// What readers see of a shard at one moment: memtables newest first, then runs newest first.
+#[derive(Clone)]
+pub(crate) struct ShardView {
+    pub mems: Vec<Arc<Memtable>>,
+    pub runs: Vec<Arc<Run>>,
+}
+
+struct ShardState {
+    active: Arc<Memtable>,
+    /// Frozen memtables, newest first, waiting for compaction.
+    frozen: Vec<Arc<Memtable>>,
+    /// Runs, newest first.
+    runs: Vec<Arc<Run>>,
+}
+
+/// The index factories an engine knows, and its policy.
+pub(crate) struct Indexes {
+    pub factories: Vec<Arc<dyn IndexFactory>>,
+    pub policy: IndexPolicy,
+}
+
+impl Indexes {
+    pub fn by_kind(&self, kind: u8) -> Option<&Arc<dyn IndexFactory>> {
+        self.factories.iter().find(|f| f.kind().0 == kind)
+    }
+}
+
+/// Shard figures for stats.
+#[derive(Clone, Debug, Default)]
+pub struct ShardStats {
+    /// The shard.
+    pub id: ShardId,
+    /// Keys in memtables (active and frozen).
+    pub memtable_keys: u64,
+    /// Estimated memtable heap bytes.
+    pub memtable_bytes: u64,
+    /// Frozen memtables waiting for compaction.
+    pub frozen_memtables: u64,
+    /// Bytes of values in frozen, uncompacted WAL segments.
+    pub wal_debt_bytes: u64,
+    /// Live runs, newest first.
+    pub runs: Vec<RunStats>,
+    /// WAL figures.
+    pub wal: crate::wal::WalStats,
+    /// Whether the shard refuses writes after a failure.
+    pub poisoned: bool,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    /// Run id.
+    pub id: u64,
+    /// Records.
+    pub entries: u64,
+    /// File bytes.
+    pub file_bytes: u64,
+    /// Index kind name.
+    pub index: &'static str,
+    /// Index memory bytes.
+    pub index_bytes: u64,
+    /// Keys in the index.
+    pub index_keys: u64,
+}
+
+/// Result of one compaction.
+#[derive(Clone, Debug, Default)]
+pub struct CompactionReport {
+    /// Input bytes.
+    pub bytes_in: u64,
+    /// Output bytes.
+    pub bytes_out: u64,
+    /// Output records.
+    pub entries_out: u64,
+    /// Bytes of buffers the compaction held for values and pages (read buffers, copy chunk,
+    /// write buffer).
+    pub buffer_bytes: u64,
+}
+
+pub(crate) struct Shard<W: Wal> {
+    pub id: ShardId,
+    pub dir: PathBuf,
+    pub wal: Arc<W>,
+    state: RwLock<ShardState>,
+    /// The durable manifest; held for a whole compaction, so one runs per shard at a time.
+    manifest: Mutex<ShardManifest>,
+    poisoned: Mutex<Option<String>>,
+    events: Arc<dyn EventSink>,
+    name_of_kind: Mutex<BTreeMap<u64, &'static str>>,
+    pub compaction_buffer_peak: AtomicU64,
+}
+
+/// A shard loaded read-only: manifest and runs. Phase one of opening, which changes nothing on
+/// disk, so that an open that fails on a bad file leaves the directory as it was.
+pub(crate) struct LoadedShard {
+    id: ShardId,
+    dir: PathBuf,
+    manifest: ShardManifest,
+    runs: Vec<Arc<Run>>,
+    kinds: BTreeMap<u64, &'static str>,
+}
+
+pub(crate) fn load_shard(dir: &Path, id: ShardId, indexes: &Indexes) -> Result<LoadedShard> {
+    let path = dir.join(SHARD_MANIFEST_FILE);
+    let manifest: ShardManifest = manifest::read(SHARD_MAGIC, &path, "shard manifest")?;
+    if manifest.shard != id.0 {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            "shard manifest",
+            format!(
+                "belongs to shard {}, found in the directory of shard {id}",
+                manifest.shard
+            ),
+        ));
+    }
+    let mut runs = Vec::with_capacity(manifest.runs.len());
+    let mut kinds = BTreeMap::new();
+    for meta in &manifest.runs {
+        let factory = indexes.by_kind(meta.index_kind).ok_or_else(|| {
+            Error::corrupt(
+                &path,
+                0,
+                "shard manifest",
+                format!(
+                    "run {} uses index kind {}, which this build does not have",
+                    meta.id, meta.index_kind
+                ),
+            )
+        })?;
+        let (_, _, identity) =
+            crate::run::read_run_frame(&dir.join(run_file_name(meta.id)), meta.id)?;
+        let index = factory.load(&dir.join(index_file_name(meta.id)), &identity)?;
+        runs.push(Arc::new(Run::open(dir, meta.id, index)?));
+        kinds.insert(meta.id, factory.name());
+    }
+    Ok(LoadedShard {
+        id,
+        dir: dir.to_path_buf(),
+        manifest,
+        runs,
+        kinds,
+    })
+}
+
+/// Creates the directory and empty manifest of a new shard.
+pub(crate) fn create_shard_dir(dir: &Path, id: ShardId) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let m = ShardManifest {
+        shard: id.0,
+        next_run_id: 1,
+        wal_floor: 0,
+        last_seq: 0,
+        runs: Vec::new(),
+    };
+    manifest::write_atomic(
+        &dir.join(SHARD_MANIFEST_FILE),
+        &manifest::encode(SHARD_MAGIC, &m),
+    )?;
+    if let Some(parent) = dir.parent() {
+        manifest::sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+impl<W: Wal> Shard<W> {
+    /// Phase two of opening: removes stray files and recovers the WAL into memtables.
+    pub fn open(loaded: LoadedShard, events: Arc<dyn EventSink>) -> Result<Shard<W>> {
+        let LoadedShard {
+            id,
+            dir,
+            manifest,
+            runs,
+            kinds,
+        } = loaded;
+        remove_strays(&dir, &manifest, events.as_ref())?;
+        let mut mems: BTreeMap<SegmentId, Memtable> = BTreeMap::new();
+        let wal = W::open(
+            &dir,
+            SegmentId(manifest.wal_floor),
+            SeqNo(manifest.last_seq),
+            events.clone(),
+            &mut |rec| {
+                let mem = mems
+                    .entry(rec.pos.segment)
+                    .or_insert_with(|| Memtable::new(rec.pos.segment));
+                mem.insert(
+                    rec.key,
+                    MemEntry {
+                        seq: rec.seq,
+                        kind: rec.kind,
+                        tag: rec.tag,
+                        pos: rec.pos,
+                    },
+                );
+                Ok(())
+            },
+        )?;
+        let active_seg = wal.active_segment();
+        let active = Arc::new(
+            mems.remove(&active_seg)
+                .unwrap_or_else(|| Memtable::new(active_seg)),
+        );
+        let frozen: Vec<Arc<Memtable>> = mems.into_values().rev().map(Arc::new).collect();
+        debug_assert!(frozen.iter().all(|m| m.segment() < active_seg));
+        Ok(Shard {
+            id,
+            dir,
+            wal: Arc::new(wal),
+            state: RwLock::new(ShardState {
+                active,
+                frozen,
+                runs,
+            }),
+            manifest: Mutex::new(manifest),
+            poisoned: Mutex::new(None),
+            events,
+            name_of_kind: Mutex::new(kinds),
+            compaction_buffer_peak: AtomicU64::new(0),
+        })
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(cause) => Err(Error::Poisoned {
+                shard: self.id.0,
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first failure; later writes get [`Error::Poisoned`].
+    pub fn poison(&self, e: Error) -> Error {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(e.to_string());
+        }
+        e
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.lock().is_some()
+    }
+
+    /// Appends `ops` to the WAL and records them in the active memtable.
+    pub fn write(&self, ops: &[OpRef<'_>], durability: Durability) -> Result<()> {
+        self.check_poisoned()?;
+        // Holding the read side keeps rotation out until the memtable insert is done, so every
+        // position lands in the memtable of its own segment.
+        let state = self.state.read();
+        let appended = self.wal.append(ops).map_err(|e| self.poison(e))?;
+        if durability == Durability::SyncPerBatch {
+            self.wal.sync().map_err(|e| self.poison(e))?;
+        }
+        let mut seq = appended.first_seq;
+        for (op, pos) in ops.iter().zip(&appended.positions) {
+            state.active.insert(
+                op.key,
+                MemEntry {
+                    seq,
+                    kind: op.kind,
+                    tag: op.tag,
+                    pos: *pos,
+                },
+            );
+            seq = seq.next();
+        }
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.wal.sync().map_err(|e| self.poison(e))
+    }
+
+    pub fn view(&self) -> ShardView {
+        let st = self.state.read();
+        let mut mems = Vec::with_capacity(1 + st.frozen.len());
+        mems.push(st.active.clone());
+        mems.extend(st.frozen.iter().cloned());
+        ShardView {
+            mems,
+            runs: st.runs.clone(),
+        }
+    }
+
+    /// The newest version of `key`: `Some(None)` for a tombstone, `None` when never written.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        let view = self.view();
+        for mem in &view.mems {
+            if let Some(e) = mem.get(key) {
+                return match e.kind {
+                    EntryKind::Delete => Ok(Some(None)),
+                    EntryKind::Put => Ok(Some(Some(self.wal.read_value(e.pos)?))),
+                };
+            }
+        }
+        for run in &view.runs {
+            if let Some(rec) = run.get(key)? {
+                return match rec.meta.kind {
+                    EntryKind::Delete => Ok(Some(None)),
+                    EntryKind::Put => Ok(Some(Some(rec.value.to_vec()))),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// Freezes the active memtable if it holds anything: rotates the WAL.
+    pub fn freeze(&self) -> Result<bool> {
+        let mut st = self.state.write();
+        if st.active.is_empty() {
+            return Ok(false);
+        }
+        let seg = self.wal.rotate().map_err(|e| self.poison(e))?;
+        let old = std::mem::replace(&mut st.active, Arc::new(Memtable::new(seg)));
+        st.frozen.insert(0, old);
+        drop(st);
+        self.events.event(&Event::WalRotated {
+            shard: self.id,
+            new_segment: seg,
+        });
+        Ok(true)
+    }
+
+    /// Merges every frozen memtable and every run into one new run, streaming. Writers keep
+    /// writing to the active memtable meanwhile.
+    pub fn compact(&self, indexes: &Indexes) -> Result<CompactionReport> {
+        let mut manifest = self.manifest.lock();
+        self.check_poisoned()?;
+        self.freeze()?;
+        let (frozen, runs) = {
+            let st = self.state.read();
+            (st.frozen.clone(), st.runs.clone())
+        };
+        if frozen.is_empty() && runs.len() <= 1 {
+            return Ok(CompactionReport::default());
+        }
+        let started = Instant::now();
+        let bytes_in: u64 = frozen
+            .iter()
+            .map(|m| m.value_bytes() + m.memory_bytes())
+            .sum::<u64>()
+            + runs.iter().map(|r| r.file_len()).sum::<u64>();
+        self.events.event(&Event::CompactionStart {
+            shard: self.id,
+            wal_segments: frozen.len(),
+            runs: runs.len(),
+            bytes_in,
+        });
+        let run_id = manifest.next_run_id;
+        let result = self.merge_into_run(run_id, &frozen, &runs, bytes_in, indexes);
+        let (new_run, report, kind_name) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ =
+                    std::fs::remove_file(self.dir.join(format!("{}.tmp", run_file_name(run_id))));
+                let _ =
+                    std::fs::remove_file(self.dir.join(format!("{}.tmp", index_file_name(run_id))));
+                self.events.event(&Event::CompactionFailed {
+                    shard: self.id,
+                    error: e.to_string(),
+                });
+                return Err(self.poison(e));
+            }
+        };
+        let wal_floor = self.wal.active_segment().0;
+        debug_assert!(frozen.iter().all(|m| m.segment().0 < wal_floor));
+        let mut next = manifest.clone();
+        next.next_run_id = run_id + 1;
+        next.wal_floor = wal_floor;
+        next.runs = match &new_run {
+            Some((run, kind)) => vec![RunMeta {
+                id: run.id(),
+                index_kind: *kind,
+                entries: run.footer().entries,
+                file_bytes: run.file_len(),
+            }],
+            None => Vec::new(),
+        };
+        if let Some((run, _)) = &new_run {
+            next.last_seq = next.last_seq.max(run.footer().max_seq.0);
+        }
+        if let Err(e) = manifest::write_atomic(
+            &self.dir.join(SHARD_MANIFEST_FILE),
+            &manifest::encode(SHARD_MAGIC, &next),
+        ) {
+            self.events.event(&Event::CompactionFailed {
+                shard: self.id,
+                error: e.to_string(),
+            });
+            return Err(self.poison(e));
+        }
+        *manifest = next;
+        {
+            let mut st = self.state.write();
+            st.frozen.retain(|m| m.segment().0 >= wal_floor);
+            st.runs = new_run.iter().map(|(r, _)| r.clone()).collect();
+        }
+        if new_run.is_some() {
+            self.name_of_kind.lock().insert(run_id, kind_name);
+        }
+        for mem in frozen {
+            let wal = self.wal.clone();
+            let seg = mem.segment();
+            let events = self.events.clone();
+            mem.on_release(Box::new(move || {
+                if let Err(e) = wal.remove_segment(seg) {
+                    events.event(&Event::BackgroundError {
+                        error: e.to_string(),
+                    });
+                }
+            }));
+        }
+        for run in runs {
+            run.mark_obsolete();
+            self.name_of_kind.lock().remove(&run.id());
+        }
+        self.compaction_buffer_peak
+            .fetch_max(report.buffer_bytes, Ordering::Relaxed);
+        self.events.event(&Event::CompactionEnd {
+            shard: self.id,
+            bytes_in,
+            bytes_out: report.bytes_out,
+            entries_out: report.entries_out,
+            duration: started.elapsed(),
+        });
+        Ok(report)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn merge_into_run(
+        &self,
+        run_id: u64,
+        frozen: &[Arc<Memtable>],
+        runs: &[Arc<Run>],
+        bytes_in: u64,
+        indexes: &Indexes,
+    ) -> Result<(Option<(Arc<Run>, u8)>, CompactionReport, &'static str)> {
+        let kind = indexes.policy.choose(bytes_in);
+        let factory = indexes.by_kind(kind.0).ok_or_else(|| {
+            Error::InvalidOptions(format!(
+                "index policy names kind {}, which this engine does not have",
+                kind.0
+            ))
+        })?;
+        let mut inputs: Vec<Input> = Vec::with_capacity(frozen.len() + runs.len());
+        for mem in frozen {
+            inputs.push(Input::Mem(MemCursor::new(
+                mem.clone(),
+                Bound::Unbounded,
+                Bound::Unbounded,
+            )));
+        }
+        for run in runs {
+            inputs.push(Input::Run(RunStream::open(&self.dir, run.id())?));
+        }
+        // The value and page buffers this compaction holds, whatever the data size.
+        let buffer_bytes =
+            (COPY_CHUNK_BYTES + RUN_WRITE_BUFFER_BYTES + runs.len() * RUN_READ_BUFFER_BYTES) as u64;
+        let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
+        let mut writer = RunWriter::create(&self.dir, run_id, factory.builder())?;
+        let mut heap = BinaryHeap::with_capacity(inputs.len());
+        for (rank, input) in inputs.iter_mut().enumerate() {
+            if input.advance()? {
+                heap.push(Reverse((input.key().to_vec(), rank)));
+            }
+        }
+        while let Some(Reverse((key, rank))) = heap.pop() {
+            // Older versions of the same key: skip them.
+            while let Some(Reverse((k, _))) = heap.peek() {
+                if *k != key {
+                    break;
+                }
+                let Reverse((_, r)) = heap.pop().expect("peeked");
+                if inputs[r].advance()? {
+                    heap.push(Reverse((inputs[r].key().to_vec(), r)));
+                }
+            }
+            let (kind, tag, seq, value_len) = inputs[rank].meta();
+            // Every run of the shard is an input, so no older version can be hidden by a
+            // tombstone: tombstones are dropped.
+            if kind == EntryKind::Put {
+                writer.begin_record(&key, kind, tag, seq, value_len)?;
+                match &mut inputs[rank] {
+                    Input::Mem(m) => {
+                        let pos = m.current().1.pos;
+                        self.wal
+                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
+                    }
+                    Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
+                }
+                writer.end_record()?;
+            }
+            if inputs[rank].advance()? {
+                heap.push(Reverse((inputs[rank].key().to_vec(), rank)));
+            }
+        }
+        let entries_out = writer.entries();
+        if entries_out == 0 {
+            drop(writer);
+            let _ = std::fs::remove_file(self.dir.join(format!("{}.tmp", run_file_name(run_id))));
+            return Ok((
+                None,
+                CompactionReport {
+                    bytes_in,
+                    bytes_out: 0,
+                    entries_out: 0,
+                    buffer_bytes,
+                },
+                factory.name(),
+            ));
+        }
+        let finished = writer.finish()?;
+        manifest::sync_dir(&self.dir)?;
+        let index = factory.load(&self.dir.join(index_file_name(run_id)), &finished.identity)?;
+        let run = Arc::new(Run::open(&self.dir, run_id, index)?);
+        let report = CompactionReport {
+            bytes_in,
+            bytes_out: run.file_len(),
+            entries_out,
+            buffer_bytes,
+        };
+        Ok((Some((run, kind.0)), report, factory.name()))
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let st = self.state.read();
+        let names = self.name_of_kind.lock();
+        let mut s = ShardStats {
+            id: self.id,
+            wal: self.wal.stats(),
+            poisoned: self.is_poisoned(),
+            ..Default::default()
+        };
+        for m in std::iter::once(&st.active).chain(st.frozen.iter()) {
+            s.memtable_keys += m.len() as u64;
+            s.memtable_bytes += m.memory_bytes();
+        }
+        s.frozen_memtables = st.frozen.len() as u64;
+        s.wal_debt_bytes = st.frozen.iter().map(|m| m.value_bytes()).sum();
+        for r in &st.runs {
+            s.runs.push(RunStats {
+                id: r.id(),
+                entries: r.footer().entries,
+                file_bytes: r.file_len(),
+                index: names.get(&r.id()).copied().unwrap_or("?"),
+                index_bytes: r.index().memory_bytes(),
+                index_keys: r.index().key_count(),
+            });
+        }
+        s
+    }
+}
+
+/// Removes files of the shard directory that no live state refers to: temporary files and runs
+/// or indexes not in the manifest (left by a crash before or after a manifest update).
+fn remove_strays(dir: &Path, manifest: &ShardManifest, events: &dyn EventSink) -> Result<()> {
+    let live: std::collections::BTreeSet<u64> = manifest.runs.iter().map(|r| r.id).collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stray = if name.ends_with(".tmp") {
+            true
+        } else if let Some(rest) = name.strip_prefix("run-") {
+            let id = rest
+                .split('.')
+                .next()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            id.is_some_and(|id| !live.contains(&id))
+        } else {
+            false
+        };
+        if stray {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            events.event(&Event::StrayFileRemoved { file: path });
+        }
+    }
+    Ok(())
+}
+
+/// Walks a memtable in key order in chunks of [`MEMTABLE_CHUNK_ENTRIES`], without holding its
+/// lock between chunks.
+pub(crate) struct MemCursor {
+    mem: Arc<Memtable>,
+    buf: VecDeque<(Vec<u8>, MemEntry)>,
+    last: Option<Vec<u8>>,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    cur: Option<(Vec<u8>, MemEntry)>,
+    done: bool,
+}
+
+impl MemCursor {
+    pub fn new(mem: Arc<Memtable>, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> MemCursor {
+        MemCursor {
+            mem,
+            buf: VecDeque::new(),
+            last: None,
+            start,
+            end,
+            cur: None,
+            done: false,
+        }
+    }
+
+    /// Moves to the next entry; false at the end.
+    pub fn advance(&mut self) -> bool {
+        if self.buf.is_empty() && !self.done {
+            let after = match &self.last {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => self.start.as_ref().map(|k| k.as_slice()),
+            };
+            let chunk = self.mem.chunk(
+                after,
+                self.end.as_ref().map(|k| k.as_slice()),
+                MEMTABLE_CHUNK_ENTRIES,
+            );
+            self.done = chunk.len() < MEMTABLE_CHUNK_ENTRIES;
+            if let Some((k, _)) = chunk.last() {
+                self.last = Some(k.clone());
+            }
+            self.buf.extend(chunk);
+        }
+        self.cur = self.buf.pop_front();
+        self.cur.is_some()
+    }
+
+    pub fn current(&self) -> &(Vec<u8>, MemEntry) {
+        self.cur.as_ref().expect("cursor positioned")
+    }
+}
+
+enum Input {
+    Mem(MemCursor),
+    Run(RunStream),
+}
+
+impl Input {
+    fn advance(&mut self) -> Result<bool> {
+        match self {
+            Input::Mem(m) => Ok(m.advance()),
+            Input::Run(s) => s.advance(),
+        }
+    }
+    fn key(&self) -> &[u8] {
+        match self {
+            Input::Mem(m) => &m.current().0,
+            Input::Run(s) => s.key(),
+        }
+    }
+    fn meta(&self) -> (EntryKind, u8, SeqNo, usize) {
+        match self {
+            Input::Mem(m) => {
+                let e = m.current().1;
+                (e.kind, e.tag, e.seq, e.pos.value_len as usize)
+            }
+            Input::Run(s) => {
+                let m = s.meta().expect("stream positioned");
+                (m.kind, m.tag, m.seq, m.value_len)
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Keys, entries, sequence numbers, positions and the limits every write is checked against.
+
+/// Largest key accepted, in bytes. Keys are compared with `memcmp`; the run and WAL formats store
+/// the key length as a `u16`, and every index keeps whole keys, so keys stay small.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Largest value accepted, in bytes (64 MiB). Values are streamed in chunks everywhere except
+/// when returned whole to a caller, so this bounds the one allocation a `get` makes.
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// Most operations in one batch. Recovery holds the keys of one uncommitted batch in memory, so
+/// this bounds that buffer.
+pub const MAX_BATCH_OPS: usize = 65_536;
+
+/// Bytes of a value copied at a time by compaction and streaming reads.
+pub const COPY_CHUNK_BYTES: usize = 64 << 10;
+
+/// Per-shard sequence number: every write of a shard gets the next one.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeqNo(pub u64);
+
+impl SeqNo {
+    /// The sequence number after this one.
+    pub fn next(self) -> SeqNo {
+        SeqNo(self.0 + 1)
+    }
+}
+
+/// A shard's number. With range sharding it is `prefix / width`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub u64);
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A WAL segment's number, increasing within a shard.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentId(pub u64);
+
+impl SegmentId {
+    /// The segment after this one.
+    pub fn next(self) -> SegmentId {
+        SegmentId(self.0 + 1)
+    }
+}
+
+/// What an entry is: a value, or a tombstone that hides older versions of its key.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A key with a value.
+    Put = 1,
+    /// A deletion marker.
+    Delete = 2,
+}
+
+impl EntryKind {
+    /// Decodes the on-disk byte; `None` for any other value.
+    pub fn from_byte(b: u8) -> Option<EntryKind> {
+        match b {
+            1 => Some(EntryKind::Put),
+            2 => Some(EntryKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// Where a value lives in a WAL: segment, offset of the value's first byte, its length.
+/// The memtable keeps these instead of values, so its size follows keys, not bytes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WalPos {
+    /// Segment holding the record.
+    pub segment: SegmentId,
+    /// Offset of the value's first byte in the segment file.
+    pub value_offset: u64,
+    /// Length of the value in bytes.
+    pub value_len: u32,
+}
+
+/// One operation of a batch, borrowed.
+#[derive(Copy, Clone, Debug)]
+pub struct OpRef<'a> {
+    /// Put or delete.
+    pub kind: EntryKind,
+    /// Adapter tag (0 unless an adapter sets one; Stellar uses it for INIT vs LIVE).
+    pub tag: u8,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value; empty for deletes.
+    pub value: &'a [u8],
+}
+
+/// An owned batch of writes, applied atomically per shard.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub(crate) ops: Vec<(EntryKind, u8, Vec<u8>, Vec<u8>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a put.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push((EntryKind::Put, 0, key.into(), value.into()));
+        self
+    }
+    /// Adds a put carrying an adapter tag.
+    pub fn put_tagged(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        tag: u8,
+    ) -> &mut Self {
+        self.ops
+            .push((EntryKind::Put, tag, key.into(), value.into()));
+        self
+    }
+    /// Adds a delete.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops
+            .push((EntryKind::Delete, 0, key.into(), Vec::new()));
+        self
+    }
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    /// The operations, borrowed, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = OpRef<'_>> {
+        self.ops.iter().map(|(kind, tag, key, value)| OpRef {
+            kind: *kind,
+            tag: *tag,
+            key,
+            value,
+        })
+    }
+}
+
+/// The next key after every key that starts with `prefix`, or `None` when no such key exists
+/// (the prefix is all `0xff`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// xxh3-64 of `bytes`: the checksum of every on-disk structure.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_bumps_last_non_ff_byte() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! The `Wal` trait: a shard's write-ahead log as the engine uses it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::event::EventSink;
+use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, WalPos};
+
+/// One record found by recovery, delivered only once its whole batch is known to be intact.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveredRecord<'a> {
+    /// The record's sequence number.
+    pub seq: SeqNo,
+    /// Put or delete.
+    pub kind: EntryKind,
+    /// Adapter tag.
+    pub tag: u8,
+    /// The key.
+    pub key: &'a [u8],
+    /// Where the value is.
+    pub pos: WalPos,
+}
+
+/// What an append produced.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    /// Sequence number of the first operation; the others follow consecutively.
+    pub first_seq: SeqNo,
+    /// Position of each operation's value, in order.
+    pub positions: Vec<WalPos>,
+}
+
+/// Bytes and files of a WAL, for stats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalStats {
+    /// Live segment files.
+    pub segments: u64,
+    /// Their total length in bytes.
+    pub bytes: u64,
+    /// Bytes read from disk by the last recovery.
+    pub recovery_bytes_read: u64,
+}
+
+/// A shard's write-ahead log: segmented, append-only, read back by position.
+pub trait Wal: Send + Sync + Sized + 'static {
+    /// Opens (or creates) the log in `dir`. Segments numbered below `floor` are already
+    /// compacted: they are deleted. Every intact record of the remaining segments is passed to
+    /// `replay`, in log order, by walking headers only (values are not read). A torn tail of the
+    /// newest segment is truncated (with an event); damage anywhere else is an error naming the
+    /// file and offset. New records get sequence numbers above `last_seq` and above every
+    /// recovered one.
+    fn open(
+        dir: &Path,
+        floor: SegmentId,
+        last_seq: SeqNo,
+        events: Arc<dyn EventSink>,
+        replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
+    ) -> Result<Self>;
+
+    /// Appends `ops` as one batch (recovered all or nothing) and hands them to the OS. Blocks
+    /// for the write, not for a sync. After an error the log refuses further appends.
+    fn append(&self, ops: &[OpRef<'_>]) -> Result<Appended>;
+
+    /// Makes every append that returned before this call durable (fdatasync). Concurrent callers
+    /// share one sync (group commit). After an error the log refuses further appends.
+    fn sync(&self) -> Result<()>;
+
+    /// Syncs and closes the current segment and starts a new one, returned. Later appends go to
+    /// the new segment; earlier positions stay readable until [`Wal::remove_segment`].
+    fn rotate(&self) -> Result<SegmentId>;
+
+    /// The segment appends currently go to.
+    fn active_segment(&self) -> SegmentId;
+
+    /// Reads one value whole and checks its checksum.
+    fn read_value(&self, pos: WalPos) -> Result<Vec<u8>>;
+
+    /// Streams one value to `sink` through `chunk` (its length is the chunk size), checking the
+    /// checksum at the end: on a mismatch, `sink` has seen bytes but an error is returned.
+    fn copy_value(
+        &self,
+        pos: WalPos,
+        chunk: &mut [u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Deletes a frozen segment whose contents are compacted. Never the active one.
+    fn remove_segment(&self, segment: SegmentId) -> Result<()>;
+
+    /// Current figures.
+    fn stats(&self) -> WalStats;
+}

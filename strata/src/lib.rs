@@ -1,0 +1,120 @@
+//! strata: an embedded key-value store whose memory has a bound you can state before you start.
+//!
+//! [`Db`] is the engine wired with the streaming [`FileWal`] and the [`InMemoryIndexFactory`].
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let mut options = strata::Options::new();
+//! options.create_if_missing = true;
+//! let db = strata::Db::open(dir.path(), options)?;
+//! db.put(b"block-1", b"payload")?;
+//! assert_eq!(db.get(b"block-1")?, Some(b"payload".to_vec()));
+//! db.compact_all()?;
+//! for item in db.prefix(b"block-")? {
+//!     let (key, value) = item?;
+//!     assert_eq!((key.as_slice(), value.as_slice()), (&b"block-1"[..], &b"payload"[..]));
+//! }
+//! db.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use strata_engine::{
+    Batch, CompactionReport, Durability, Error, Event, EventLog, EventSink, IndexPolicy, NoEvents,
+    Options, Result, ShardId, ShardStats, Sharding, Stats, MAX_BATCH_OPS, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+};
+pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};
+pub use strata_wal::FileWal;
+
+/// An iterator over a key range, in key order.
+pub type Scan = strata_engine::Scan<FileWal>;
+
+/// An open database.
+#[derive(Debug)]
+pub struct Db {
+    engine: strata_engine::Engine<FileWal>,
+}
+
+impl Db {
+    /// Opens the database in `path` (creating it if `options.create_if_missing`). See
+    /// [`strata_engine::Engine::open`] for the errors; each leaves the directory unchanged.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let engine =
+            strata_engine::Engine::open(path, options, vec![Arc::new(InMemoryIndexFactory)])?;
+        Ok(Db { engine })
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.engine.put(key, value)
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.engine.delete(key)
+    }
+
+    /// Applies a batch, atomically per shard.
+    pub fn write_batch(&self, batch: &Batch) -> Result<()> {
+        self.engine.write(batch)
+    }
+
+    /// Applies a batch with an explicit durability.
+    pub fn write_batch_with(&self, batch: &Batch, durability: Durability) -> Result<()> {
+        self.engine.write_with(batch, durability)
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.get(key)
+    }
+
+    /// Pairs with keys in `range`, in key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Scan> {
+        self.engine.range(range)
+    }
+
+    /// Pairs whose keys start with `prefix`, in key order.
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Scan> {
+        self.engine.prefix(prefix)
+    }
+
+    /// Makes every finished write durable.
+    pub fn sync(&self) -> Result<()> {
+        self.engine.sync()
+    }
+
+    /// Compacts one shard now (WAL and runs into one run, streaming).
+    pub fn compact(&self, shard: ShardId) -> Result<CompactionReport> {
+        self.engine.compact(shard)
+    }
+
+    /// Compacts every shard, one at a time.
+    pub fn compact_all(&self) -> Result<()> {
+        self.engine.compact_all()
+    }
+
+    /// The shard `key` belongs to.
+    pub fn shard_of(&self, key: &[u8]) -> ShardId {
+        self.engine.shard_of(key)
+    }
+
+    /// Shards that exist.
+    pub fn shards(&self) -> Vec<ShardId> {
+        self.engine.shards()
+    }
+
+    /// Memory and disk figures.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// Syncs and closes.
+    pub fn close(self) -> Result<()> {
+        self.engine.close()
+    }
+}

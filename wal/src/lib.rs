@@ -1,0 +1,444 @@
+//! `FileWal`: strata's write-ahead log. One directory of numbered segment files
+//! (`wal-<id>.log`); appends are buffered in [`WRITE_BUFFER_BYTES`] and written to the OS per
+//! batch; recovery walks record headers and seeks over values, so it needs memory for keys, not
+//! bytes; values are read back by position and checked on demand.
+//!
+//! Damage handling: a torn tail of the newest segment (a record cut short, an incomplete batch,
+//! or bad bytes after which no intact record follows) is truncated at the end of the last whole
+//! batch, with an event. Damage anywhere else is an error naming the file and offset.
+
+pub mod format;
+pub mod walk;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_engine::sync::{Mutex, RwLock};
+use strata_engine::{
+    checksum, Appended, EntryKind, Error, Event, EventSink, OpRef, RecoveredRecord, Result,
+    SegmentId, SeqNo, Wal, WalPos, WalStats,
+};
+
+use crate::format::{
+    encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES, VALUE_CHECKSUM_BYTES,
+};
+use crate::walk::{intact_header_after, walk_segment, Ending, FileAt};
+
+/// Bytes of the append buffer: records are gathered here and written with one call; a value
+/// that does not fit is written straight from the caller's memory.
+pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// File name of segment `id`.
+pub fn segment_file_name(id: SegmentId) -> String {
+    format!("wal-{:016x}.log", id.0)
+}
+
+fn segment_id_from_name(name: &str) -> Option<SegmentId> {
+    let hex = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok().map(SegmentId))
+        .flatten()
+}
+
+struct Segment {
+    id: SegmentId,
+    path: PathBuf,
+    file: File,
+}
+
+struct Writer {
+    seg: Arc<Segment>,
+    len: u64,
+    buf: Vec<u8>,
+    next_seq: SeqNo,
+    failed: Option<String>,
+}
+
+/// A segmented, append-only log in one directory.
+pub struct FileWal {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    segments: RwLock<BTreeMap<SegmentId, Arc<Segment>>>,
+    /// Highest (segment, length) known durable; one syncer at a time (group commit).
+    synced: Mutex<(SegmentId, u64)>,
+    recovery_bytes_read: u64,
+}
+
+fn create_segment(dir: &Path, id: SegmentId) -> Result<Segment> {
+    let path = dir.join(segment_file_name(id));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io("creating", &path, e))?;
+    file.write_all_at(&encode_segment_header(id.0), 0)
+        .map_err(|e| Error::io("writing", &path, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("syncing", &path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing directory", dir, e))?;
+    Ok(Segment { id, path, file })
+}
+
+impl FileWal {
+    fn fail(&self, w: &mut Writer, e: Error) -> Error {
+        if w.failed.is_none() {
+            w.failed = Some(e.to_string());
+        }
+        e
+    }
+
+    fn segment(&self, id: SegmentId) -> Result<Arc<Segment>> {
+        self.segments.read().get(&id).cloned().ok_or_else(|| {
+            Error::corrupt(
+                self.dir.join(segment_file_name(id)),
+                0,
+                "WAL position",
+                "refers to a segment that is not open",
+            )
+        })
+    }
+
+    fn value_error(seg: &Segment, pos: WalPos, expected: u64, actual: u64) -> Error {
+        Error::ChecksumMismatch {
+            file: seg.path.clone(),
+            offset: pos.value_offset,
+            what: "WAL value",
+            expected,
+            actual,
+        }
+    }
+}
+
+impl Wal for FileWal {
+    fn open(
+        dir: &Path,
+        floor: SegmentId,
+        last_seq: SeqNo,
+        events: Arc<dyn EventSink>,
+        replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
+    ) -> Result<FileWal> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
+            let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(segment_id_from_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        for id in ids.iter().filter(|id| **id < floor) {
+            let path = dir.join(segment_file_name(*id));
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            events.event(&Event::StrayFileRemoved { file: path });
+        }
+        ids.retain(|id| *id >= floor);
+
+        let mut segments = BTreeMap::new();
+        let mut max_seq = last_seq;
+        let mut bytes_read = 0;
+        let mut active: Option<(Arc<Segment>, u64)> = None;
+        for (i, &id) in ids.iter().enumerate() {
+            let newest = i + 1 == ids.len();
+            let path = dir.join(segment_file_name(id));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io("opening", &path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("reading metadata of", &path, e))?
+                .len();
+            let walked = walk_segment(&FileAt { file: &file, len }, &path, id, &mut |f| {
+                max_seq = max_seq.max(f.header.seq);
+                replay(RecoveredRecord {
+                    seq: f.header.seq,
+                    kind: f.header.kind,
+                    tag: f.header.tag,
+                    key: &f.key,
+                    pos: f.pos,
+                })
+            })?;
+            bytes_read += walked.bytes_read;
+            let end = match walked.ending {
+                Ending::Clean => len,
+                Ending::Torn if newest => walked.good_end,
+                Ending::Damaged { at, detail } => {
+                    if !newest || intact_header_after(&FileAt { file: &file, len }, &path, at)? {
+                        return Err(Error::corrupt(&path, at, "WAL record", detail));
+                    }
+                    walked.good_end
+                }
+                Ending::Torn => {
+                    return Err(Error::corrupt(
+                        &path,
+                        walked.good_end,
+                        "WAL record",
+                        "segment ends inside a record or batch, and it is not the newest",
+                    ));
+                }
+            };
+            if end < len {
+                if end == 0 {
+                    // Crashed while creating the segment: write its header again.
+                    file.set_len(0)
+                        .map_err(|e| Error::io("truncating", &path, e))?;
+                    file.write_all_at(&encode_segment_header(id.0), 0)
+                        .map_err(|e| Error::io("writing", &path, e))?;
+                } else {
+                    file.set_len(end)
+                        .map_err(|e| Error::io("truncating", &path, e))?;
+                }
+                file.sync_all()
+                    .map_err(|e| Error::io("syncing", &path, e))?;
+                events.event(&Event::WalTailTruncated {
+                    file: path.clone(),
+                    offset: end,
+                    dropped_bytes: len - end,
+                });
+            }
+            let seg = Arc::new(Segment { id, path, file });
+            segments.insert(id, seg.clone());
+            if newest {
+                active = Some((seg, end.max(SEGMENT_HEADER_BYTES as u64)));
+            }
+        }
+        let (seg, len) = match active {
+            Some(a) => a,
+            None => {
+                let id = SegmentId(floor.0.max(1));
+                let seg = Arc::new(create_segment(dir, id)?);
+                segments.insert(id, seg.clone());
+                (seg, SEGMENT_HEADER_BYTES as u64)
+            }
+        };
+        let synced = (seg.id, len);
+        Ok(FileWal {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer {
+                seg,
+                len,
+                buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
+                next_seq: max_seq.next(),
+                failed: None,
+            }),
+            segments: RwLock::new(segments),
+            synced: Mutex::new(synced),
+            recovery_bytes_read: bytes_read,
+        })
+    }
+
+    fn append(&self, ops: &[OpRef<'_>]) -> Result<Appended> {
+        let mut guard = self.writer.lock();
+        let w = &mut *guard;
+        if let Some(cause) = &w.failed {
+            return Err(Error::io(
+                "appending to",
+                &w.seg.path,
+                std::io::Error::other(format!("an earlier write failed ({cause}); reopen")),
+            ));
+        }
+        let first_seq = w.next_seq;
+        let mut positions = Vec::with_capacity(ops.len());
+        let mut offset = w.len;
+        let mut write_at = w.len;
+        let mut result = Ok(());
+        for (i, op) in ops.iter().enumerate() {
+            debug_assert!(op.kind == EntryKind::Put || op.value.is_empty());
+            let header = RecordHeader {
+                seq: SeqNo(first_seq.0 + i as u64),
+                value_len: op.value.len() as u32,
+                key_len: op.key.len() as u16,
+                kind: op.kind,
+                tag: op.tag,
+                flags: if i + 1 < ops.len() {
+                    FLAG_BATCH_CONTINUES
+                } else {
+                    0
+                },
+            };
+            w.buf.extend_from_slice(&header.encode(op.key));
+            w.buf.extend_from_slice(op.key);
+            let value_offset = offset + (RECORD_HEADER_BYTES + op.key.len()) as u64;
+            if w.buf.len() + op.value.len() > WRITE_BUFFER_BYTES {
+                result = flush(&w.seg, &mut w.buf, &mut write_at).and_then(|()| {
+                    w.seg
+                        .file
+                        .write_all_at(op.value, write_at)
+                        .map_err(|e| Error::io("writing", &w.seg.path, e))
+                });
+                if result.is_err() {
+                    break;
+                }
+                write_at += op.value.len() as u64;
+            } else {
+                w.buf.extend_from_slice(op.value);
+            }
+            w.buf.extend_from_slice(&checksum(op.value).to_le_bytes());
+            positions.push(WalPos {
+                segment: w.seg.id,
+                value_offset,
+                value_len: op.value.len() as u32,
+            });
+            offset += header.record_len();
+        }
+        if result.is_ok() {
+            result = flush(&w.seg, &mut w.buf, &mut write_at);
+        }
+        if let Err(e) = result {
+            w.buf.clear();
+            return Err(self.fail(w, e));
+        }
+        debug_assert_eq!(write_at, offset);
+        w.len = offset;
+        w.next_seq = SeqNo(first_seq.0 + ops.len() as u64);
+        Ok(Appended {
+            first_seq,
+            positions,
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
+        let target = {
+            let w = self.writer.lock();
+            (w.seg.id, w.len)
+        };
+        let mut synced = self.synced.lock();
+        if *synced >= target {
+            return Ok(()); // another caller's sync covered this one
+        }
+        let (seg, len) = {
+            let w = self.writer.lock();
+            (w.seg.clone(), w.len)
+        };
+        if let Err(e) = seg.file.sync_data() {
+            let e = Error::io("syncing", &seg.path, e);
+            let mut w = self.writer.lock();
+            return Err(self.fail(&mut w, e));
+        }
+        *synced = (seg.id, len);
+        Ok(())
+    }
+
+    fn rotate(&self) -> Result<SegmentId> {
+        let mut w = self.writer.lock();
+        if let Err(e) = w.seg.file.sync_data() {
+            let e = Error::io("syncing", &w.seg.path, e);
+            return Err(self.fail(&mut w, e));
+        }
+        let id = w.seg.id.next();
+        let seg = match create_segment(&self.dir, id) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Err(self.fail(&mut w, e)),
+        };
+        self.segments.write().insert(id, seg.clone());
+        w.seg = seg;
+        w.len = SEGMENT_HEADER_BYTES as u64;
+        Ok(id)
+    }
+
+    fn active_segment(&self) -> SegmentId {
+        self.writer.lock().seg.id
+    }
+
+    fn read_value(&self, pos: WalPos) -> Result<Vec<u8>> {
+        let seg = self.segment(pos.segment)?;
+        let mut buf = vec![0u8; pos.value_len as usize + VALUE_CHECKSUM_BYTES];
+        seg.file
+            .read_exact_at(&mut buf, pos.value_offset)
+            .map_err(|e| Error::io("reading", &seg.path, e))?;
+        let (value, sum) = buf.split_at(pos.value_len as usize);
+        let expected = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+        let actual = checksum(value);
+        if expected != actual {
+            return Err(Self::value_error(&seg, pos, expected, actual));
+        }
+        buf.truncate(pos.value_len as usize);
+        Ok(buf)
+    }
+
+    fn copy_value(
+        &self,
+        pos: WalPos,
+        chunk: &mut [u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let seg = self.segment(pos.segment)?;
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        let mut at = pos.value_offset;
+        let mut left = pos.value_len as usize;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            seg.file
+                .read_exact_at(&mut chunk[..n], at)
+                .map_err(|e| Error::io("reading", &seg.path, e))?;
+            hash.update(&chunk[..n]);
+            sink(&chunk[..n])?;
+            at += n as u64;
+            left -= n;
+        }
+        let mut sum = [0u8; VALUE_CHECKSUM_BYTES];
+        seg.file
+            .read_exact_at(&mut sum, at)
+            .map_err(|e| Error::io("reading", &seg.path, e))?;
+        let expected = u64::from_le_bytes(sum);
+        let actual = hash.digest();
+        if expected != actual {
+            return Err(Self::value_error(&seg, pos, expected, actual));
+        }
+        Ok(())
+    }
+
+    fn remove_segment(&self, segment: SegmentId) -> Result<()> {
+        debug_assert!(
+            segment != self.active_segment(),
+            "removing the active segment"
+        );
+        if let Some(seg) = self.segments.write().remove(&segment) {
+            std::fs::remove_file(&seg.path).map_err(|e| Error::io("removing", &seg.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> WalStats {
+        // Writer before segments, as in `rotate`.
+        let (active_id, active_len) = {
+            let w = self.writer.lock();
+            (w.seg.id, w.len)
+        };
+        let segs = self.segments.read();
+        let bytes = segs
+            .values()
+            .map(|s| {
+                if s.id == active_id {
+                    active_len
+                } else {
+                    s.file.metadata().map(|m| m.len()).unwrap_or(0)
+                }
+            })
+            .sum();
+        WalStats {
+            segments: segs.len() as u64,
+            bytes,
+            recovery_bytes_read: self.recovery_bytes_read,
+        }
+    }
+}
+
+fn flush(seg: &Segment, buf: &mut Vec<u8>, write_at: &mut u64) -> Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    seg.file
+        .write_all_at(buf, *write_at)
+        .map_err(|e| Error::io("writing", &seg.path, e))?;
+    *write_at += buf.len() as u64;
+    buf.clear();
+    Ok(())
+}

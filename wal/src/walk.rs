@@ -1,0 +1,268 @@
+//! Recovery's walk over one segment: headers and keys only, values skipped by offset. Works on
+//! anything readable at an offset (a file, or bytes in memory for the fuzzer).
+
+use std::path::Path;
+
+use strata_engine::{Error, Result, SegmentId, WalPos, MAX_BATCH_OPS};
+
+use crate::format::{
+    check_segment_header, decode_fields, verify_checksum, HeaderProblem, RecordHeader,
+    SegmentHeaderProblem, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, WAL_VERSION,
+};
+
+/// Bytes read at a time by recovery: a header and key usually fit; values are skipped.
+pub const RECOVERY_WINDOW_BYTES: usize = 16 << 10;
+
+/// Something recovery can read at an offset.
+pub trait ReadAt {
+    /// Length in bytes.
+    fn len(&self) -> u64;
+    /// Fills `buf` from `offset`; the range is within `len()`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = offset as usize;
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+}
+
+/// A file and its length at open.
+pub struct FileAt<'a> {
+    /// The file.
+    pub file: &'a std::fs::File,
+    /// Its length.
+    pub len: u64,
+}
+
+impl ReadAt for FileAt<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self.file, buf, offset)
+    }
+}
+
+/// A read window over a [`ReadAt`]: reads [`RECOVERY_WINDOW_BYTES`] at a time and counts the
+/// bytes it read.
+struct Window<'a, R: ReadAt + ?Sized> {
+    src: &'a R,
+    path: &'a Path,
+    buf: Vec<u8>,
+    start: u64,
+    bytes_read: u64,
+}
+
+impl<'a, R: ReadAt + ?Sized> Window<'a, R> {
+    /// `len` bytes at `offset`, or `None` when the source ends first.
+    fn get(&mut self, offset: u64, len: usize) -> Result<Option<&[u8]>> {
+        let total = self.src.len();
+        if offset.checked_add(len as u64).is_none_or(|end| end > total) {
+            return Ok(None);
+        }
+        let have =
+            offset >= self.start && offset + len as u64 <= self.start + self.buf.len() as u64;
+        if !have {
+            let n = (len.max(RECOVERY_WINDOW_BYTES) as u64).min(total - offset) as usize;
+            self.buf.resize(n, 0);
+            self.src
+                .read_exact_at(&mut self.buf, offset)
+                .map_err(|e| Error::io("reading", self.path, e))?;
+            self.start = offset;
+            self.bytes_read += n as u64;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+}
+
+/// How a segment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// At a batch boundary, at the end of the file.
+    Clean,
+    /// Cut short: a header, key or value runs past the end, or the last batch is incomplete.
+    /// Everything from `good_end` on belongs to no complete batch.
+    Torn,
+    /// A record at `at` is invalid.
+    Damaged {
+        /// Offset of the bad record.
+        at: u64,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Result of walking a segment.
+#[derive(Clone, Debug)]
+pub struct Walked {
+    /// End of the last complete batch.
+    pub good_end: u64,
+    /// How the segment ended.
+    pub ending: Ending,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+}
+
+/// One record found by the walk.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// Its header.
+    pub header: RecordHeader,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Where its value is.
+    pub pos: WalPos,
+}
+
+fn header_error(path: &Path, p: SegmentHeaderProblem) -> Error {
+    match p {
+        SegmentHeaderProblem::Corrupt(d) => Error::corrupt(path, 0, "WAL segment header", d),
+        SegmentHeaderProblem::Version(v) => Error::UnsupportedVersion {
+            file: path.into(),
+            what: "WAL segment",
+            found: v,
+            supported: WAL_VERSION,
+        },
+    }
+}
+
+/// Walks segment `segment` of `src`, calling `visit` for each record of each complete batch,
+/// in order. Reads headers and keys only. A segment shorter than its header is `Torn` with
+/// `good_end` 0; a bad segment header is an error.
+pub fn walk_segment<R: ReadAt + ?Sized>(
+    src: &R,
+    path: &Path,
+    segment: SegmentId,
+    visit: &mut dyn FnMut(&Found) -> Result<()>,
+) -> Result<Walked> {
+    let mut w = Window {
+        src,
+        path,
+        buf: Vec::new(),
+        start: 0,
+        bytes_read: 0,
+    };
+    let Some(h) = w.get(0, SEGMENT_HEADER_BYTES)? else {
+        return Ok(Walked {
+            good_end: 0,
+            ending: Ending::Torn,
+            bytes_read: w.bytes_read,
+        });
+    };
+    check_segment_header(h, segment.0).map_err(|p| header_error(path, p))?;
+    let len = src.len();
+    let mut offset = SEGMENT_HEADER_BYTES as u64;
+    let mut good_end = offset;
+    let mut pending: Vec<Found> = Vec::new();
+    let ending = loop {
+        if offset == len {
+            break if pending.is_empty() {
+                Ending::Clean
+            } else {
+                Ending::Torn
+            };
+        }
+        let Some(h) = w.get(offset, RECORD_HEADER_BYTES)? else {
+            break Ending::Torn;
+        };
+        let h: [u8; RECORD_HEADER_BYTES] = h.try_into().expect("header length");
+        let header = match decode_fields(&h) {
+            Ok(header) => header,
+            Err(p) => {
+                break Ending::Damaged {
+                    at: offset,
+                    detail: describe(p),
+                }
+            }
+        };
+        let Some(key) = w.get(offset + RECORD_HEADER_BYTES as u64, header.key_len as usize)? else {
+            break Ending::Torn;
+        };
+        if let Err(p) = verify_checksum(&h, key) {
+            break Ending::Damaged {
+                at: offset,
+                detail: describe(p),
+            };
+        }
+        if offset + header.record_len() > len {
+            break Ending::Torn;
+        }
+        if pending.len() >= MAX_BATCH_OPS {
+            break Ending::Damaged {
+                at: offset,
+                detail: format!("batch longer than {MAX_BATCH_OPS} records"),
+            };
+        }
+        let value_offset = offset + RECORD_HEADER_BYTES as u64 + u64::from(header.key_len);
+        pending.push(Found {
+            header,
+            key: key.to_vec(),
+            pos: WalPos {
+                segment,
+                value_offset,
+                value_len: header.value_len,
+            },
+        });
+        offset += header.record_len();
+        if !header.continues() {
+            for f in pending.drain(..) {
+                visit(&f)?;
+            }
+            good_end = offset;
+        }
+    };
+    Ok(Walked {
+        good_end,
+        ending,
+        bytes_read: w.bytes_read,
+    })
+}
+
+fn describe(p: HeaderProblem) -> String {
+    match p {
+        HeaderProblem::Invalid(d) => format!("invalid record header: {d}"),
+        HeaderProblem::Checksum { expected, actual } => {
+            format!(
+                "record header checksum mismatch: stored {expected:#018x}, computed {actual:#018x}"
+            )
+        }
+    }
+}
+
+/// Whether any intact record header (fields plausible, checksum over header and key right)
+/// starts in `(from, len)`. Distinguishes a torn tail (nothing intact after the damage) from
+/// damage in the middle of the log.
+pub fn intact_header_after<R: ReadAt + ?Sized>(src: &R, path: &Path, from: u64) -> Result<bool> {
+    let len = src.len();
+    let mut w = Window {
+        src,
+        path,
+        buf: Vec::new(),
+        start: 0,
+        bytes_read: 0,
+    };
+    let mut at = from + 1;
+    while at + RECORD_HEADER_BYTES as u64 <= len {
+        let h: [u8; RECORD_HEADER_BYTES] = w
+            .get(at, RECORD_HEADER_BYTES)?
+            .expect("in range")
+            .try_into()
+            .expect("header length");
+        if let Ok(header) = decode_fields(&h) {
+            if let Some(key) = w.get(at + RECORD_HEADER_BYTES as u64, header.key_len as usize)? {
+                if verify_checksum(&h, key).is_ok() {
+                    return Ok(true);
+                }
+            }
+        }
+        at += 1;
+    }
+    Ok(false)
+}
