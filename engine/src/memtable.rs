@@ -103,10 +103,12 @@ impl Memtable {
         max: usize,
     ) -> Vec<(Vec<u8>, MemEntry)> {
         let map = self.map.read();
+        // BTreeMap::range panics on an empty or inverted range; such a range holds nothing.
         if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(e) | Bound::Excluded(e)) =
             (after, end)
         {
-            if a > e {
+            let both_included = matches!((after, end), (Bound::Included(_), Bound::Included(_)));
+            if a > e || (a == e && !both_included) {
                 return Vec::new();
             }
         }

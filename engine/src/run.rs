@@ -572,6 +572,69 @@ pub fn parse_record<'a>(data: &'a [u8], path: &Path, offset: u64) -> Result<Reco
     })
 }
 
+/// Checks a whole run image in memory: header, footer, every record's checksum, strictly
+/// increasing keys, record count and data checksum. Returns the number of records. The run id
+/// is taken from the header. Used by the fuzzer and by verification.
+pub fn check_run_bytes(bytes: &[u8], path: &Path) -> Result<u64> {
+    if bytes.len() < RUN_HEADER_BYTES + RUN_FOOTER_BYTES {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "run file",
+            "shorter than header and footer",
+        ));
+    }
+    let id = le_u64(bytes, H_RUN_ID);
+    let tail = &bytes[bytes.len() - RUN_FOOTER_BYTES..];
+    let footer = check_run_frame(
+        path,
+        id,
+        bytes.len() as u64,
+        &bytes[..RUN_HEADER_BYTES],
+        tail,
+    )?;
+    let data = &bytes[..footer.data_end as usize];
+    let actual = checksum(&data[RUN_HEADER_BYTES..]);
+    let mut offset = RUN_HEADER_BYTES as u64;
+    let mut count = 0u64;
+    let mut last: Option<&[u8]> = None;
+    while offset < footer.data_end {
+        let rec = parse_record(data, path, offset)?;
+        if last.is_some_and(|l| l >= rec.key) {
+            return Err(Error::corrupt(
+                path,
+                offset,
+                "run record",
+                "key not greater than the previous key",
+            ));
+        }
+        last = Some(rec.key);
+        count += 1;
+        offset = rec.next;
+    }
+    if actual != footer.data_checksum {
+        return Err(Error::ChecksumMismatch {
+            file: path.into(),
+            offset: RUN_HEADER_BYTES as u64,
+            what: "run data",
+            expected: footer.data_checksum,
+            actual,
+        });
+    }
+    if count != footer.entries {
+        return Err(Error::corrupt(
+            path,
+            footer.data_end,
+            "run footer",
+            format!(
+                "footer counts {} records, the data holds {count}",
+                footer.entries
+            ),
+        ));
+    }
+    Ok(count)
+}
+
 /// An open run: memory-mapped data plus its loaded index.
 pub struct Run {
     id: u64,

@@ -559,6 +559,52 @@ impl<W: Wal> Shard<W> {
         Ok((Some((run, kind.0)), report, factory.name()))
     }
 
+    /// Checks in-memory invariants; panics with a description when one is broken.
+    pub fn check_invariants(&self) {
+        let st = self.state.read();
+        let active = st.active.segment();
+        let mut last = active;
+        for m in &st.frozen {
+            assert!(
+                m.segment() < last,
+                "shard {}: frozen memtables not newest first",
+                self.id
+            );
+            last = m.segment();
+        }
+        assert_eq!(
+            self.wal.active_segment(),
+            active,
+            "shard {}: active memtable and WAL segment differ",
+            self.id
+        );
+        for pair in st.runs.windows(2) {
+            assert!(
+                pair[0].id() > pair[1].id(),
+                "shard {}: runs not newest first",
+                self.id
+            );
+            assert!(
+                pair[0].footer().min_seq > pair[1].footer().max_seq,
+                "shard {}: run sequence numbers overlap",
+                self.id
+            );
+        }
+        let manifest = self.manifest.lock();
+        let ids: Vec<u64> = st.runs.iter().map(|r| r.id()).collect();
+        let durable: Vec<u64> = manifest.runs.iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids, durable,
+            "shard {}: live runs differ from the manifest",
+            self.id
+        );
+        assert!(
+            st.runs.iter().all(|r| r.id() < manifest.next_run_id),
+            "shard {}: run id not below next_run_id",
+            self.id
+        );
+    }
+
     pub fn stats(&self) -> ShardStats {
         let st = self.state.read();
         let names = self.name_of_kind.lock();

@@ -113,6 +113,11 @@ impl Db {
         self.engine.stats()
     }
 
+    /// Checks in-memory invariants; panics when one is broken. For tests.
+    pub fn check_invariants(&self) {
+        self.engine.check_invariants()
+    }
+
     /// Syncs and closes.
     pub fn close(self) -> Result<()> {
         self.engine.close()

@@ -266,3 +266,34 @@ pub fn intact_header_after<R: ReadAt + ?Sized>(src: &R, path: &Path, from: u64) 
     }
     Ok(false)
 }
+
+/// Checks a whole segment image in memory (as segment `segment`): walks it, then reads and
+/// checks every recovered value. Returns the number of intact records and how the segment
+/// ended. Used by the fuzzer and by verification.
+pub fn check_segment_bytes(bytes: &[u8], path: &Path, segment: SegmentId) -> Result<(u64, Ending)> {
+    let mut found = Vec::new();
+    let walked = walk_segment(bytes, path, segment, &mut |f| {
+        found.push(f.pos);
+        Ok(())
+    })?;
+    for pos in &found {
+        let start = pos.value_offset as usize;
+        let end = start + pos.value_len as usize;
+        let value = &bytes[start..end];
+        let sum: [u8; 8] = bytes[end..end + 8]
+            .try_into()
+            .expect("walk checked the record length");
+        let expected = u64::from_le_bytes(sum);
+        let actual = strata_engine::checksum(value);
+        if expected != actual {
+            return Err(Error::ChecksumMismatch {
+                file: path.into(),
+                offset: pos.value_offset,
+                what: "WAL value",
+                expected,
+                actual,
+            });
+        }
+    }
+    Ok((found.len() as u64, walked.ending))
+}

@@ -1,0 +1,180 @@
+//! The model test: random operations against strata and a `BTreeMap`, compared at every step.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strata::{Batch, Db, Sharding};
+use strata_tests::options;
+
+const STEPS: usize = 20_000;
+
+fn random_key(rng: &mut StdRng) -> Vec<u8> {
+    // A small alphabet and lengths 0..6 so that keys repeat, share prefixes and nest.
+    let len = rng.random_range(0..6);
+    (0..len)
+        .map(|_| b"abcd\x00\xff"[rng.random_range(0..6)])
+        .collect()
+}
+
+fn random_value(rng: &mut StdRng) -> Vec<u8> {
+    let len = match rng.random_range(0..100) {
+        0 => rng.random_range(64 << 10..200 << 10), // spans several copy chunks
+        1..=9 => 0,
+        _ => rng.random_range(1..300),
+    };
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+fn bound(rng: &mut StdRng) -> Bound<Vec<u8>> {
+    match rng.random_range(0..3) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(random_key(rng)),
+        _ => Bound::Excluded(random_key(rng)),
+    }
+}
+
+fn check_scan(
+    db: &Db,
+    model: &BTreeMap<Vec<u8>, Vec<u8>>,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    step: usize,
+) {
+    let valid = match (&start, &end) {
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+            s < e || (s == e && matches!((&start, &end), (Bound::Included(_), Bound::Included(_))))
+        }
+        _ => true,
+    };
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = if valid {
+        model
+            .range((start.clone(), end.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let got: Vec<(Vec<u8>, Vec<u8>)> = db
+        .range((start.clone(), end.clone()))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, expected, "step {step}: range {start:?}..{end:?}");
+}
+
+fn run_model(sharding: Sharding, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut db = Some(Db::open(&path, options(sharding)).unwrap());
+    let (mut compactions, mut reopens, mut scans) = (0, 0, 0);
+    for step in 0..STEPS {
+        let d = db.as_ref().unwrap();
+        match rng.random_range(0..1000) {
+            0..=349 => {
+                let (k, v) = (random_key(&mut rng), random_value(&mut rng));
+                d.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+            350..=499 => {
+                let k = random_key(&mut rng);
+                d.delete(&k).unwrap();
+                model.remove(&k);
+            }
+            500..=579 => {
+                let mut batch = Batch::new();
+                for _ in 0..rng.random_range(1..20) {
+                    let k = random_key(&mut rng);
+                    if rng.random_bool(0.3) {
+                        batch.delete(k.clone());
+                        model.remove(&k);
+                    } else {
+                        let v = random_value(&mut rng);
+                        batch.put(k.clone(), v.clone());
+                        model.insert(k, v);
+                    }
+                }
+                d.write_batch(&batch).unwrap();
+            }
+            580..=849 => {
+                let k = random_key(&mut rng);
+                assert_eq!(
+                    d.get(&k).unwrap(),
+                    model.get(&k).cloned(),
+                    "step {step}: get {k:?}"
+                );
+            }
+            850..=909 => {
+                scans += 1;
+                let (s, e) = (bound(&mut rng), bound(&mut rng));
+                check_scan(d, &model, s, e, step);
+            }
+            910..=949 => {
+                scans += 1;
+                let p = random_key(&mut rng);
+                let got: Vec<(Vec<u8>, Vec<u8>)> =
+                    d.prefix(&p).unwrap().collect::<Result<_, _>>().unwrap();
+                let expected: Vec<(Vec<u8>, Vec<u8>)> = model
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&p))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(got, expected, "step {step}: prefix {p:?}");
+            }
+            950..=979 => {
+                compactions += 1;
+                if rng.random_bool(0.5) {
+                    d.compact_all().unwrap();
+                } else {
+                    let shard = d.shard_of(&random_key(&mut rng));
+                    d.compact(shard).unwrap();
+                }
+            }
+            _ => {
+                reopens += 1;
+                let old = db.take().unwrap();
+                if rng.random_bool(0.5) {
+                    old.close().unwrap();
+                } else {
+                    drop(old); // no close: buffered writes were handed to the OS
+                }
+                db = Some(Db::open(&path, options(sharding)).unwrap());
+            }
+        }
+        db.as_ref().unwrap().check_invariants();
+    }
+    let d = db.take().unwrap();
+    check_scan(&d, &model, Bound::Unbounded, Bound::Unbounded, STEPS);
+    assert!(
+        compactions > 300 && reopens > 150 && scans > 1000,
+        "{compactions} compactions, {reopens} reopens, {scans} scans"
+    );
+    if let Sharding::Hash { shards } = sharding {
+        assert_eq!(
+            d.shards().len(),
+            shards as usize,
+            "every hash shard was used"
+        );
+    }
+    d.close().unwrap();
+}
+
+#[test]
+fn model_single_shard() {
+    run_model(Sharding::Single, 0x5eed_0001);
+}
+
+#[test]
+fn model_four_hash_shards() {
+    run_model(Sharding::Hash { shards: 4 }, 0x5eed_0002);
+}
+
+#[test]
+fn model_range_shards() {
+    run_model(Sharding::Range { width: 1 << 48 }, 0x5eed_0003);
+}
