@@ -1,0 +1,154 @@
+//! Memory bounds, measured with a counting global allocator: recovering a WAL of 512 MiB of
+//! 1 MiB values reads headers only, and compacting it holds a few copy chunks, not values.
+//!
+//! One test function, so no other test of this binary allocates while it measures.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use strata::{Db, ShardId, Sharding};
+use strata_engine::COPY_CHUNK_BYTES;
+use strata_tests::options;
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+#[expect(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait; this one only counts and forwards to System"
+)]
+// SAFETY: every call forwards to `System` with the caller's arguments, unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns its result with the heap's peak growth above the level at the start.
+fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed) - base)
+}
+
+const VALUE_BYTES: usize = 1 << 20;
+const VALUES: usize = 512;
+
+fn value(i: usize) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..VALUE_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn recovery_reads_headers_only_and_compaction_holds_a_few_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, options(Sharding::Single)).unwrap();
+    let mut v = Vec::new();
+    for i in 0..VALUES {
+        v.clear();
+        v.extend_from_slice(&value(i));
+        db.put(&(i as u32).to_be_bytes(), &v).unwrap();
+    }
+    drop(v);
+    db.close().unwrap();
+
+    // Recovery: 512 MiB of WAL, read by headers.
+    let (db, open_growth) = peak_growth(|| Db::open(&path, options(Sharding::Single)).unwrap());
+    let stats = db.stats();
+    assert_eq!(stats.memtable_keys, VALUES as u64);
+    assert!(stats.wal_bytes > (VALUES * VALUE_BYTES) as u64);
+    assert!(
+        stats.memtable_bytes < 1 << 20,
+        "memtable holds {} bytes",
+        stats.memtable_bytes
+    );
+    let window = strata_wal::walk::RECOVERY_WINDOW_BYTES as u64;
+    assert!(
+        stats.recovery_bytes_read <= (VALUES as u64 + 1) * window
+            && stats.recovery_bytes_read * 50 < stats.wal_bytes,
+        "recovery read {} of {} WAL bytes",
+        stats.recovery_bytes_read,
+        stats.wal_bytes
+    );
+    assert!(
+        open_growth < 1 << 20,
+        "opening grew the heap by {open_growth} bytes"
+    );
+    eprintln!(
+        "recovery: read {} of {} WAL bytes, memtable {} bytes, heap growth {open_growth} bytes",
+        stats.recovery_bytes_read, stats.wal_bytes, stats.memtable_bytes
+    );
+
+    // Compaction of the WAL: values stream through one copy chunk.
+    let (report, compact_growth) = peak_growth(|| db.compact(ShardId(0)).unwrap());
+    assert_eq!(report.entries_out, VALUES as u64);
+    let few_chunks = 4 * COPY_CHUNK_BYTES;
+    assert!(
+        report.buffer_bytes as usize <= few_chunks,
+        "engine accounting: {} buffer bytes",
+        report.buffer_bytes
+    );
+    assert!(
+        compact_growth < few_chunks + (64 << 10),
+        "compaction grew the heap by {compact_growth} bytes"
+    );
+    eprintln!(
+        "compaction of the WAL: heap growth {compact_growth} bytes, engine buffer accounting {}",
+        report.buffer_bytes
+    );
+
+    // Compaction of a run plus new WAL contents that overwrite 16 of its keys: the run is read
+    // through one buffer, and the newer versions win.
+    for i in 0..16 {
+        db.put(&(i as u32 * 2 + 1).to_be_bytes(), &value(VALUES + i))
+            .unwrap();
+    }
+    let (report, compact_growth) = peak_growth(|| db.compact(ShardId(0)).unwrap());
+    assert_eq!(report.entries_out, VALUES as u64);
+    assert!(
+        report.buffer_bytes as usize <= few_chunks,
+        "engine accounting: {} buffer bytes",
+        report.buffer_bytes
+    );
+    assert!(
+        compact_growth < few_chunks + (64 << 10),
+        "compaction of a run grew the heap by {compact_growth} bytes"
+    );
+    eprintln!(
+        "compaction of run + WAL: heap growth {compact_growth} bytes, engine buffer accounting {}",
+        report.buffer_bytes
+    );
+    assert_eq!(db.stats().compaction_buffer_peak_bytes, report.buffer_bytes);
+
+    for i in [0, VALUES / 2, VALUES - 1] {
+        assert_eq!(db.get(&(i as u32).to_be_bytes()).unwrap(), Some(value(i)));
+    }
+    assert_eq!(
+        db.get(&3u32.to_be_bytes()).unwrap(),
+        Some(value(VALUES + 1))
+    );
+    db.close().unwrap();
+}
