@@ -15,12 +15,14 @@ use crate::scan::Scan;
 use crate::shard::{
     create_shard_dir, load_shard, shard_dir_name, CompactionReport, Indexes, Shard, ShardStats,
 };
-use crate::sync::atomic::{AtomicBool, Ordering};
-use crate::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::types::{
     prefix_successor, Batch, OpRef, ShardId, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 use crate::wal::Wal;
+use parking_lot::RwLock;
 
 /// Name of the database identity file.
 pub const DB_FILE: &str = "STRATA";

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::types::{EntryKind, SegmentId, SeqNo, WalPos};
+use parking_lot::{Mutex, RwLock};
 
 /// One key's newest version in a memtable.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

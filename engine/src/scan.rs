@@ -9,9 +9,9 @@ use std::ops::Bound;
 use crate::error::Result;
 use crate::run::{RecordRef, Run};
 use crate::shard::{MemCursor, ShardView};
-use crate::sync::Arc;
 use crate::types::EntryKind;
 use crate::wal::Wal;
+use std::sync::Arc;
 
 enum Source<W: Wal> {
     Mem {

@@ -17,10 +17,12 @@ use crate::run::{
     index_file_name, run_file_name, Run, RunStream, RunWriter, RUN_READ_BUFFER_BYTES,
     RUN_WRITE_BUFFER_BYTES,
 };
-use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId, COPY_CHUNK_BYTES};
 use crate::wal::Wal;
+use parking_lot::{Mutex, RwLock};
 
 /// Keys fetched from a memtable at a time by scans and compaction.
 pub const MEMTABLE_CHUNK_ENTRIES: usize = 128;
@@ -488,7 +490,7 @@ impl<W: Wal> Shard<W> {
             )));
         }
         for run in runs {
-            inputs.push(Input::Run(RunStream::open(&self.dir, run.id())?));
+            inputs.push(Input::Run(Box::new(RunStream::open(&self.dir, run.id())?)));
         }
         // The value and page buffers this compaction holds, whatever the data size.
         let buffer_bytes =
@@ -717,7 +719,7 @@ impl MemCursor {
 
 enum Input {
     Mem(MemCursor),
-    Run(RunStream),
+    Run(Box<RunStream>),
 }
 
 impl Input {

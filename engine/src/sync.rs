@@ -1,7 +1,8 @@
-//! The synchronization facade: parking_lot, crossbeam-channel and std in normal builds, loom's
-//! models under `cfg(loom)`, behind one API. Engine and compactor code take their locks, atomics
-//! and threads from here so that loom tests can explore their schedules (parking_lot and
-//! crossbeam hang inside `loom::model`).
+//! The synchronization facade: parking_lot and std in normal builds, loom's models under
+//! `cfg(loom)`, behind one API. Scheduling code (the compactor's queue and worker, the write-stall
+//! gate) takes its locks, condition variables, atomics and threads from here, so that loom tests
+//! can explore its schedules (parking_lot and crossbeam hang inside `loom::model`). The data path
+//! (memtables, shards, scans) does file I/O that loom cannot model and uses parking_lot directly.
 
 #[cfg(not(loom))]
 mod imp {

@@ -231,6 +231,24 @@ impl InMemoryIndex {
     }
 }
 
+/// Checks a whole index file image against the run identity it stores (not against a run):
+/// framing, version, checksum, entry order. Returns the number of keys. Used by the fuzzer and
+/// by verification.
+pub fn check_index_bytes(bytes: &[u8], path: &Path) -> Result<u64> {
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let stored = RunIdentity {
+        run_id: u64_at(I_RUN_ID),
+        data_end: u64_at(I_RUN_DATA_END),
+        file_len: u64_at(I_RUN_FILE_LEN),
+        footer_checksum: u64_at(I_RUN_FOOTER_SUM),
+    };
+    InMemoryIndex::decode(bytes, path, &stored).map(|i| i.key_count())
+}
+
 impl Index for InMemoryIndex {
     fn may_contain(&self, key: &[u8]) -> bool {
         self.locate(key).is_some()

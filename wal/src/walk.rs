@@ -16,14 +16,14 @@ pub const RECOVERY_WINDOW_BYTES: usize = 16 << 10;
 /// Something recovery can read at an offset.
 pub trait ReadAt {
     /// Length in bytes.
-    fn len(&self) -> u64;
-    /// Fills `buf` from `offset`; the range is within `len()`.
+    fn byte_len(&self) -> u64;
+    /// Fills `buf` from `offset`; the range is within `byte_len()`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
 
 impl ReadAt for [u8] {
-    fn len(&self) -> u64 {
-        <[u8]>::len(self) as u64
+    fn byte_len(&self) -> u64 {
+        self.len() as u64
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let start = offset as usize;
@@ -41,7 +41,7 @@ pub struct FileAt<'a> {
 }
 
 impl ReadAt for FileAt<'_> {
-    fn len(&self) -> u64 {
+    fn byte_len(&self) -> u64 {
         self.len
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -62,7 +62,7 @@ struct Window<'a, R: ReadAt + ?Sized> {
 impl<'a, R: ReadAt + ?Sized> Window<'a, R> {
     /// `len` bytes at `offset`, or `None` when the source ends first.
     fn get(&mut self, offset: u64, len: usize) -> Result<Option<&[u8]>> {
-        let total = self.src.len();
+        let total = self.src.byte_len();
         if offset.checked_add(len as u64).is_none_or(|end| end > total) {
             return Ok(None);
         }
@@ -157,7 +157,7 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
         });
     };
     check_segment_header(h, segment.0).map_err(|p| header_error(path, p))?;
-    let len = src.len();
+    let len = src.byte_len();
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut good_end = offset;
     let mut pending: Vec<Found> = Vec::new();
@@ -240,7 +240,7 @@ fn describe(p: HeaderProblem) -> String {
 /// starts in `(from, len)`. Distinguishes a torn tail (nothing intact after the damage) from
 /// damage in the middle of the log.
 pub fn intact_header_after<R: ReadAt + ?Sized>(src: &R, path: &Path, from: u64) -> Result<bool> {
-    let len = src.len();
+    let len = src.byte_len();
     let mut w = Window {
         src,
         path,

@@ -1,0 +1,45 @@
+//! Writes seed inputs for the fuzz targets into `fuzz/corpus/<target>/`: the files of a small
+//! database (a WAL segment with a batch, a run, its index, manifests). Run from the workspace
+//! root: `cargo run -p strata-tests --example make_fuzz_seeds`.
+
+use std::path::Path;
+
+use strata::{Batch, Db, Sharding};
+
+fn copy(from: &Path, target: &str, name: &str) {
+    let dir = Path::new("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(from, dir.join(name)).unwrap();
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), strata_tests::options(Sharding::Single)).unwrap();
+    for i in 0..12u32 {
+        db.put(&i.to_be_bytes(), &vec![i as u8; (i * 13) as usize])
+            .unwrap();
+    }
+    db.delete(&3u32.to_be_bytes()).unwrap();
+    db.compact_all().unwrap();
+    let mut batch = Batch::new();
+    batch
+        .put(b"a".to_vec(), b"one".to_vec())
+        .delete(b"b".to_vec())
+        .put(b"c".to_vec(), vec![7; 40]);
+    db.write_batch(&batch).unwrap();
+    db.close().unwrap();
+    let shard = tmp.path().join("shard-0000000000000000");
+    for entry in std::fs::read_dir(&shard).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let target = match path.extension().and_then(|e| e.to_str()) {
+            Some("log") => "wal_segment",
+            Some("run") => "run_file",
+            Some("idx") => "index_inmem",
+            _ if name == "MANIFEST" => "manifest",
+            _ => continue,
+        };
+        copy(&path, target, &format!("seed-{name}"));
+    }
+    copy(&tmp.path().join("STRATA"), "manifest", "seed-STRATA");
+}
