@@ -16,7 +16,8 @@ struct Case {
 }
 
 fn write_run(dir: &Path, id: u64, factory: &dyn IndexFactory, case: &Case) -> (Run, Vec<u64>) {
-    let mut w = RunWriter::create(dir, id, factory.builder()).expect("create run");
+    let mut w =
+        RunWriter::create(dir, id, factory.builder(case.keys.len() as u64)).expect("create run");
     let mut offsets = Vec::new();
     for (i, key) in case.keys.iter().enumerate() {
         offsets.push(w.bytes());

@@ -103,6 +103,10 @@ impl<W: Wal> Engine<W> {
     ) -> Result<Engine<W>> {
         let dir = dir.as_ref().to_path_buf();
         options.sharding.validate().map_err(Error::InvalidOptions)?;
+        options
+            .index_params
+            .validate()
+            .map_err(Error::InvalidOptions)?;
         if let Durability::Periodic { interval_ms: 0 } = options.durability {
             return Err(Error::InvalidOptions(
                 "periodic durability needs an interval of at least 1 ms".into(),
@@ -178,7 +182,12 @@ impl<W: Wal> Engine<W> {
             let Some(id) = entry.file_name().to_str().and_then(shard_id_from_name) else {
                 continue;
             };
-            loaded.push(load_shard(&entry.path(), id, &indexes)?);
+            loaded.push(load_shard(
+                &entry.path(),
+                id,
+                &indexes,
+                options.events.as_ref(),
+            )?);
         }
         let mut shards = BTreeMap::new();
         for l in loaded {
@@ -251,7 +260,12 @@ impl<W: Wal> Engine<W> {
         }
         let dir = self.inner.dir.join(shard_dir_name(id));
         create_shard_dir(&dir, id)?;
-        let loaded = load_shard(&dir, id, &self.inner.indexes)?;
+        let loaded = load_shard(
+            &dir,
+            id,
+            &self.inner.indexes,
+            self.inner.options.events.as_ref(),
+        )?;
         let shard = Arc::new(Shard::open(loaded, self.inner.options.events.clone())?);
         shards.insert(id, shard.clone());
         Ok(shard)

@@ -82,6 +82,14 @@ pub enum Event {
         /// The file.
         file: PathBuf,
     },
+    /// A run's index file could not be used (missing, damaged, another version or page size)
+    /// and was rebuilt from the run.
+    IndexRebuilt {
+        /// The index file.
+        file: PathBuf,
+        /// Why the old one was refused.
+        reason: String,
+    },
     /// A background operation failed.
     BackgroundError {
         /// What failed, rendered.
@@ -102,6 +110,7 @@ impl Event {
             Event::WriteStallStart { .. } => "write_stall_start",
             Event::WriteStallEnd { .. } => "write_stall_end",
             Event::StrayFileRemoved { .. } => "stray_file_removed",
+            Event::IndexRebuilt { .. } => "index_rebuilt",
             Event::BackgroundError { .. } => "background_error",
         }
     }

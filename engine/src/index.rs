@@ -12,6 +12,51 @@ use crate::error::Result;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IndexKind(pub u8);
 
+impl IndexKind {
+    /// Every key and its offset in memory (`strata-index-inmem`).
+    pub const IN_MEMORY: IndexKind = IndexKind(1);
+    /// One key per page plus a filter, memory-mapped (`strata-index-disk`).
+    pub const DISK: IndexKind = IndexKind(2);
+}
+
+/// Parameters of the index kinds that have them, chosen in the options.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct IndexParams {
+    /// A page is 2^`page_size_exponent` bytes of run (6 to 30; default 14, 16 KiB, as
+    /// stellar-core's BucketListDB).
+    pub page_size_exponent: u8,
+    /// Target false-positive rate of a filter (above 0, below 1; default 0.01).
+    pub filter_false_positive_rate: f64,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        IndexParams {
+            page_size_exponent: 14,
+            filter_false_positive_rate: 0.01,
+        }
+    }
+}
+
+impl IndexParams {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(6..=30).contains(&self.page_size_exponent) {
+            return Err(format!(
+                "page_size_exponent must be 6 to 30, got {}",
+                self.page_size_exponent
+            ));
+        }
+        let fp = self.filter_false_positive_rate;
+        if !(fp > 0.0 && fp < 1.0) {
+            return Err(format!(
+                "filter_false_positive_rate must be above 0 and below 1, got {fp}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Identity of the run an index belongs to. A persisted index stores it and is refused when it
 /// does not match the run beside it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -76,8 +121,9 @@ pub trait IndexFactory: Send + Sync {
     /// A short name ("inmem", "disk").
     fn name(&self) -> &'static str;
 
-    /// A builder for a new run.
-    fn builder(&self) -> Box<dyn IndexBuilder>;
+    /// A builder for a new run that will hold about `expected_keys` keys (an upper bound; sizes
+    /// filters).
+    fn builder(&self, expected_keys: u64) -> Box<dyn IndexBuilder>;
 
     /// Loads the index file at `path` for the run `run`, without reading the run. Errors name
     /// the file: [`crate::Error::UnsupportedVersion`] for another format version,

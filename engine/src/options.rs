@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::event::{EventSink, NoEvents};
-use crate::index::IndexKind;
+use crate::index::{IndexKind, IndexParams};
 use crate::manifest::DbMeta;
 
 /// How keys are spread over shards. Fixed when the database is created.
@@ -108,7 +108,17 @@ pub enum IndexPolicy {
     },
 }
 
+/// Run size from which [`IndexPolicy::AUTO`] picks the disk index (20 MiB, as stellar-core).
+pub const AUTO_INDEX_CUTOFF_BYTES: u64 = 20 << 20;
+
 impl IndexPolicy {
+    /// In-memory index for runs under [`AUTO_INDEX_CUTOFF_BYTES`], disk index from there.
+    pub const AUTO: IndexPolicy = IndexPolicy::BySize {
+        small: IndexKind::IN_MEMORY,
+        large: IndexKind::DISK,
+        cutoff_bytes: AUTO_INDEX_CUTOFF_BYTES,
+    };
+
     /// The kind for a run expected to be `run_bytes` long.
     pub fn choose(&self, run_bytes: u64) -> IndexKind {
         match *self {
@@ -137,8 +147,11 @@ pub struct Options {
     pub sharding: Sharding,
     /// Durability of writes that do not say otherwise.
     pub durability: Durability,
-    /// Index kind for new runs.
+    /// Index kind for new runs. Runs keep the kind they were written with; a changed policy
+    /// applies from the next compaction.
     pub index_policy: IndexPolicy,
+    /// Page size and filter false-positive rate, for index kinds that use them.
+    pub index_params: IndexParams,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
 }
@@ -150,19 +163,22 @@ impl std::fmt::Debug for Options {
             .field("sharding", &self.sharding)
             .field("durability", &self.durability)
             .field("index_policy", &self.index_policy)
+            .field("index_params", &self.index_params)
             .finish_non_exhaustive()
     }
 }
 
 impl Options {
-    /// Defaults: no creation, one shard, buffered durability, index kind 1 for every run, no
-    /// events.
+    /// Defaults: no creation, one shard, buffered durability, in-memory indexes for runs under
+    /// 20 MiB and disk indexes above ([`IndexPolicy::AUTO`]), 16 KiB pages, 1% filter false
+    /// positives, no events.
     pub fn new() -> Options {
         Options {
             create_if_missing: false,
             sharding: Sharding::Single,
             durability: Durability::Buffered,
-            index_policy: IndexPolicy::Always(IndexKind(1)),
+            index_policy: IndexPolicy::AUTO,
+            index_params: IndexParams::default(),
             events: Arc::new(NoEvents),
         }
     }

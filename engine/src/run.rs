@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -381,21 +381,7 @@ impl RunWriter {
             footer_checksum,
         };
 
-        let idx_tmp = self.dir.join(tmp_name(&index_file_name(self.id)));
-        let idx_file = File::create(&idx_tmp).map_err(|e| Error::io("creating", &idx_tmp, e))?;
-        let mut idx_out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, idx_file);
-        self.index
-            .finish(&identity, &mut idx_out)
-            .map_err(|e| Error::io("writing", &idx_tmp, e))?;
-        let idx_file = idx_out
-            .into_inner()
-            .map_err(|e| Error::io("writing", &idx_tmp, e.into_error()))?;
-        idx_file
-            .sync_all()
-            .map_err(|e| Error::io("syncing", &idx_tmp, e))?;
-
-        let idx_final = self.dir.join(index_file_name(self.id));
-        std::fs::rename(&idx_tmp, &idx_final).map_err(|e| Error::io("renaming", &idx_tmp, e))?;
+        write_index_file(&self.dir, self.id, self.index, &identity)?;
         let final_path = self.dir.join(run_file_name(self.id));
         std::fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))?;
         Ok(FinishedRun {
@@ -403,6 +389,46 @@ impl RunWriter {
             entries: self.entries,
         })
     }
+}
+
+/// Writes an index file for run `id` from a finished builder: temporary name, sync, rename.
+/// The caller syncs the directory.
+pub fn write_index_file(
+    dir: &Path,
+    id: u64,
+    builder: Box<dyn IndexBuilder>,
+    identity: &RunIdentity,
+) -> Result<()> {
+    let tmp = dir.join(tmp_name(&index_file_name(id)));
+    let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, file);
+    builder
+        .finish(identity, &mut out)
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+    let path = dir.join(index_file_name(id));
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &tmp, e))
+}
+
+/// Rebuilds run `id`'s index file from the run itself (a sequential, buffered read that checks
+/// every record) and loads it.
+pub fn rebuild_index(
+    dir: &Path,
+    id: u64,
+    factory: &dyn crate::index::IndexFactory,
+) -> Result<Box<dyn Index>> {
+    let (_, footer, identity) = read_run_frame(&dir.join(run_file_name(id)), id)?;
+    let mut builder = factory.builder(footer.entries);
+    let mut stream = RunStream::open(dir, id)?;
+    while stream.advance()? {
+        builder.add(stream.key(), stream.record_offset());
+    }
+    write_index_file(dir, id, builder, &identity)?;
+    crate::manifest::sync_dir(dir)?;
+    factory.load(&dir.join(index_file_name(id)), &identity)
 }
 
 /// The validated footer of a run.
@@ -645,6 +671,7 @@ pub struct Run {
     identity: RunIdentity,
     index: Box<dyn Index>,
     obsolete: AtomicBool,
+    bytes_touched: AtomicU64,
 }
 
 impl std::fmt::Debug for Run {
@@ -703,6 +730,7 @@ impl Run {
             identity,
             index,
             obsolete: AtomicBool::new(false),
+            bytes_touched: AtomicU64::new(0),
         })
     }
 
@@ -737,7 +765,16 @@ impl Run {
 
     /// The record at `offset` (a record start), checked.
     pub fn record_at(&self, offset: u64) -> Result<RecordRef<'_>> {
-        parse_record(self.data(), &self.path, offset)
+        let rec = parse_record(self.data(), &self.path, offset)?;
+        self.bytes_touched
+            .fetch_add(rec.next - rec.offset, Ordering::Relaxed);
+        Ok(rec)
+    }
+
+    /// Bytes of records this run has read through its map so far (for tests and benchmarks:
+    /// a lookup the filter rejects adds nothing).
+    pub fn bytes_touched(&self) -> u64 {
+        self.bytes_touched.load(Ordering::Relaxed)
     }
 
     /// The newest version of `key` in this run, if present.

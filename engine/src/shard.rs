@@ -98,6 +98,8 @@ pub struct RunStats {
     pub index_bytes: u64,
     /// Keys in the index.
     pub index_keys: u64,
+    /// Bytes of records read through the run's map so far.
+    pub bytes_touched: u64,
 }
 
 /// Result of one compaction.
@@ -137,7 +139,12 @@ pub(crate) struct LoadedShard {
     kinds: BTreeMap<u64, &'static str>,
 }
 
-pub(crate) fn load_shard(dir: &Path, id: ShardId, indexes: &Indexes) -> Result<LoadedShard> {
+pub(crate) fn load_shard(
+    dir: &Path,
+    id: ShardId,
+    indexes: &Indexes,
+    events: &dyn EventSink,
+) -> Result<LoadedShard> {
     let path = dir.join(SHARD_MANIFEST_FILE);
     let manifest: ShardManifest = manifest::read(SHARD_MAGIC, &path, "shard manifest")?;
     if manifest.shard != id.0 {
@@ -167,7 +174,20 @@ pub(crate) fn load_shard(dir: &Path, id: ShardId, indexes: &Indexes) -> Result<L
         })?;
         let (_, _, identity) =
             crate::run::read_run_frame(&dir.join(run_file_name(meta.id)), meta.id)?;
-        let index = factory.load(&dir.join(index_file_name(meta.id)), &identity)?;
+        let index_path = dir.join(index_file_name(meta.id));
+        let index = match factory.load(&index_path, &identity) {
+            Ok(index) => index,
+            // An index is derived data: a missing, damaged, foreign or outdated one is rebuilt
+            // from its run instead of failing the open.
+            Err(e) => {
+                let index = crate::run::rebuild_index(dir, meta.id, factory.as_ref())?;
+                events.event(&Event::IndexRebuilt {
+                    file: index_path,
+                    reason: e.to_string(),
+                });
+                index
+            }
+        };
         runs.push(Arc::new(Run::open(dir, meta.id, index)?));
         kinds.insert(meta.id, factory.name());
     }
@@ -496,7 +516,9 @@ impl<W: Wal> Shard<W> {
         let buffer_bytes =
             (COPY_CHUNK_BYTES + RUN_WRITE_BUFFER_BYTES + runs.len() * RUN_READ_BUFFER_BYTES) as u64;
         let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
-        let mut writer = RunWriter::create(&self.dir, run_id, factory.builder())?;
+        let expected_keys = frozen.iter().map(|m| m.len() as u64).sum::<u64>()
+            + runs.iter().map(|r| r.footer().entries).sum::<u64>();
+        let mut writer = RunWriter::create(&self.dir, run_id, factory.builder(expected_keys))?;
         let mut heap = BinaryHeap::with_capacity(inputs.len());
         for (rank, input) in inputs.iter_mut().enumerate() {
             if input.advance()? {
@@ -630,6 +652,7 @@ impl<W: Wal> Shard<W> {
                 index: names.get(&r.id()).copied().unwrap_or("?"),
                 index_bytes: r.index().memory_bytes(),
                 index_keys: r.index().key_count(),
+                bytes_touched: r.bytes_touched(),
             });
         }
         s

@@ -13,7 +13,7 @@ use strata_engine::{
 };
 
 /// The kind recorded in manifests for this index.
-pub const INMEM_KIND: IndexKind = IndexKind(1);
+pub const INMEM_KIND: IndexKind = IndexKind::IN_MEMORY;
 /// Magic of the index file.
 pub const INMEM_MAGIC: [u8; 8] = *b"STRATAIM";
 /// Format version of the index file.
@@ -288,7 +288,7 @@ impl IndexFactory for InMemoryIndexFactory {
         "inmem"
     }
 
-    fn builder(&self) -> Box<dyn IndexBuilder> {
+    fn builder(&self, _expected_keys: u64) -> Box<dyn IndexBuilder> {
         Box::<InMemoryIndexBuilder>::default()
     }
 

@@ -1,6 +1,8 @@
 //! strata: an embedded key-value store whose memory has a bound you can state before you start.
 //!
-//! [`Db`] is the engine wired with the streaming [`FileWal`] and the [`InMemoryIndexFactory`].
+//! [`Db`] is the engine wired with the streaming [`FileWal`] and both index kinds: the
+//! [`InMemoryIndexFactory`] for small runs and the [`DiskIndexFactory`] for large ones, chosen
+//! per run by `Options::index_policy` (default: by size, cutoff 20 MiB).
 //!
 //! ```
 //! let dir = tempfile::tempdir()?;
@@ -23,10 +25,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use strata_engine::{
-    Batch, CompactionReport, Durability, Error, Event, EventLog, EventSink, IndexPolicy, NoEvents,
-    Options, Result, ShardId, ShardStats, Sharding, Stats, MAX_BATCH_OPS, MAX_KEY_BYTES,
-    MAX_VALUE_BYTES,
+    Batch, CompactionReport, Durability, Error, Event, EventLog, EventSink, IndexKind, IndexParams,
+    IndexPolicy, NoEvents, Options, Result, RunStats, ShardId, ShardStats, Sharding, Stats,
+    AUTO_INDEX_CUTOFF_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
+pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};
 pub use strata_wal::FileWal;
 
@@ -43,8 +46,10 @@ impl Db {
     /// Opens the database in `path` (creating it if `options.create_if_missing`). See
     /// [`strata_engine::Engine::open`] for the errors; each leaves the directory unchanged.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Db> {
-        let engine =
-            strata_engine::Engine::open(path, options, vec![Arc::new(InMemoryIndexFactory)])?;
+        let disk = DiskIndexFactory::new(options.index_params);
+        let indexes: Vec<Arc<dyn strata_engine::IndexFactory>> =
+            vec![Arc::new(InMemoryIndexFactory), Arc::new(disk)];
+        let engine = strata_engine::Engine::open(path, options, indexes)?;
         Ok(Db { engine })
     }
 

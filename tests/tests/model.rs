@@ -5,8 +5,9 @@ use std::ops::Bound;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata::{Batch, Db, Sharding};
-use strata_tests::options;
+use std::collections::BTreeSet;
+
+use strata::{Batch, Db, IndexParams, IndexPolicy, Options, Sharding, DISK_KIND, INMEM_KIND};
 
 const STEPS: usize = 20_000;
 
@@ -66,13 +67,36 @@ fn check_scan(
     assert_eq!(got, expected, "step {step}: range {start:?}..{end:?}");
 }
 
-fn run_model(sharding: Sharding, seed: u64) {
+/// In-memory indexes for every run.
+const INMEM: IndexPolicy = IndexPolicy::Always(INMEM_KIND);
+/// Disk indexes for every run.
+const DISK: IndexPolicy = IndexPolicy::Always(DISK_KIND);
+/// By size, with a cutoff small enough that both kinds occur.
+const AUTO: IndexPolicy = IndexPolicy::BySize {
+    small: INMEM_KIND,
+    large: DISK_KIND,
+    cutoff_bytes: 8 << 10,
+};
+
+fn options(sharding: Sharding, policy: IndexPolicy) -> Options {
+    let mut o = strata_tests::options(sharding);
+    o.index_policy = policy;
+    // Small pages, so that even small runs have many.
+    o.index_params = IndexParams {
+        page_size_exponent: 8,
+        ..IndexParams::default()
+    };
+    o
+}
+
+fn run_model(sharding: Sharding, policy: IndexPolicy, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut db = Some(Db::open(&path, options(sharding)).unwrap());
+    let mut db = Some(Db::open(&path, options(sharding, policy)).unwrap());
     let (mut compactions, mut reopens, mut scans) = (0, 0, 0);
+    let mut kinds_seen = BTreeSet::new();
     for step in 0..STEPS {
         let d = db.as_ref().unwrap();
         match rng.random_range(0..1000) {
@@ -134,6 +158,9 @@ fn run_model(sharding: Sharding, seed: u64) {
                     let shard = d.shard_of(&random_key(&mut rng));
                     d.compact(shard).unwrap();
                 }
+                for shard in d.stats().shards {
+                    kinds_seen.extend(shard.runs.iter().map(|r| r.index));
+                }
             }
             _ => {
                 reopens += 1;
@@ -143,7 +170,7 @@ fn run_model(sharding: Sharding, seed: u64) {
                 } else {
                     drop(old); // no close: buffered writes were handed to the OS
                 }
-                db = Some(Db::open(&path, options(sharding)).unwrap());
+                db = Some(Db::open(&path, options(sharding, policy)).unwrap());
             }
         }
         db.as_ref().unwrap().check_invariants();
@@ -154,6 +181,12 @@ fn run_model(sharding: Sharding, seed: u64) {
         compactions > 300 && reopens > 150 && scans > 1000,
         "{compactions} compactions, {reopens} reopens, {scans} scans"
     );
+    let expected_kinds: BTreeSet<&str> = match policy {
+        INMEM => ["inmem"].into(),
+        DISK => ["disk"].into(),
+        _ => ["inmem", "disk"].into(),
+    };
+    assert_eq!(kinds_seen, expected_kinds);
     if let Sharding::Hash { shards } = sharding {
         assert_eq!(
             d.shards().len(),
@@ -165,16 +198,36 @@ fn run_model(sharding: Sharding, seed: u64) {
 }
 
 #[test]
-fn model_single_shard() {
-    run_model(Sharding::Single, 0x5eed_0001);
+fn model_single_shard_inmem() {
+    run_model(Sharding::Single, INMEM, 0x5eed_0001);
 }
 
 #[test]
-fn model_four_hash_shards() {
-    run_model(Sharding::Hash { shards: 4 }, 0x5eed_0002);
+fn model_single_shard_disk() {
+    run_model(Sharding::Single, DISK, 0x5eed_0011);
 }
 
 #[test]
-fn model_range_shards() {
-    run_model(Sharding::Range { width: 1 << 48 }, 0x5eed_0003);
+fn model_single_shard_auto() {
+    run_model(Sharding::Single, AUTO, 0x5eed_0021);
+}
+
+#[test]
+fn model_four_hash_shards_inmem() {
+    run_model(Sharding::Hash { shards: 4 }, INMEM, 0x5eed_0002);
+}
+
+#[test]
+fn model_four_hash_shards_disk() {
+    run_model(Sharding::Hash { shards: 4 }, DISK, 0x5eed_0012);
+}
+
+#[test]
+fn model_four_hash_shards_auto() {
+    run_model(Sharding::Hash { shards: 4 }, AUTO, 0x5eed_0022);
+}
+
+#[test]
+fn model_range_shards_auto() {
+    run_model(Sharding::Range { width: 1 << 48 }, AUTO, 0x5eed_0003);
 }
