@@ -16,8 +16,12 @@ pub trait CompactionTarget: Send + Sync {
 /// on disk and is redone after reopen.
 pub trait Compactor: Send + Sync {
     /// Queues `shard`. Returns at once; never blocks on a running compaction. A shard already
-    /// queued stays queued once.
-    fn enqueue(&self, shard: ShardId);
+    /// queued stays queued once. Returns whether it was newly queued (false when already queued
+    /// or shut down).
+    fn enqueue(&self, shard: ShardId) -> bool;
+
+    /// Blocks until nothing is queued or running (or the compactor is shut down).
+    fn wait_idle(&self);
 
     /// Lets a running compaction finish, abandons queued ones, and joins any worker. Idempotent.
     fn shutdown(&self);

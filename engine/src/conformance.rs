@@ -149,3 +149,100 @@ pub fn run_all(factory: &dyn IndexFactory) {
         check(factory, case, dir.path(), i as u64 + 1);
     }
 }
+
+/// Building blocks of the index benchmarks (`cargo bench -p strata-index-disk` and
+/// `-p strata-index-inmem`): runs of 32-byte keys and 150-byte values, present and absent keys,
+/// and the figures that are counts rather than times.
+pub mod bench_support {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use crate::index::IndexFactory;
+    use crate::run::{index_file_name, Run, RunWriter};
+    use crate::types::{EntryKind, SeqNo};
+
+    /// Bytes of every benchmark value.
+    pub const BENCH_VALUE_BYTES: usize = 150;
+
+    /// Present key `i`: an 8-byte big-endian `2 i`, then 24 pseudo-random bytes. Sorted by `i`.
+    pub fn present_key(i: u64) -> [u8; 32] {
+        key(2 * i)
+    }
+
+    /// Absent key `i`: sorts between present keys `i` and `i + 1`.
+    pub fn absent_key(i: u64) -> [u8; 32] {
+        key(2 * i + 1)
+    }
+
+    fn key(n: u64) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&n.to_be_bytes());
+        for (j, chunk) in k[8..].chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(
+                &xxhash_rust::xxh3::xxh3_64_with_seed(&n.to_le_bytes(), j as u64).to_le_bytes(),
+            );
+        }
+        k
+    }
+
+    /// Writes run 1 of `n` keys in `dir` with `factory`'s index; returns it and the build time
+    /// (writing run and index, syncs included).
+    pub fn build_run(dir: &Path, factory: &dyn IndexFactory, n: u64) -> (Run, Duration) {
+        let started = Instant::now();
+        let mut w = RunWriter::create(dir, 1, factory.builder(n)).expect("create run");
+        let value = [0x5au8; BENCH_VALUE_BYTES];
+        for i in 0..n {
+            w.add(&present_key(i), EntryKind::Put, 0, SeqNo(i + 1), &value)
+                .expect("add");
+        }
+        let finished = w.finish().expect("finish");
+        let built = started.elapsed();
+        let index = factory
+            .load(&dir.join(index_file_name(1)), &finished.identity)
+            .expect("load");
+        (Run::open(dir, 1, index).expect("open"), built)
+    }
+
+    /// Fraction of `probes` absent keys the index does not rule out.
+    pub fn false_positive_rate(run: &Run, n: u64, probes: u64) -> f64 {
+        let hits = (0..probes)
+            .filter(|&i| {
+                run.index()
+                    .may_contain(&absent_key(i * (n / probes).max(1) % n))
+            })
+            .count();
+        hits as f64 / probes as f64
+    }
+
+    /// Average run bytes read per lookup of `probes` present keys and of `probes` absent keys.
+    pub fn bytes_touched_per_lookup(run: &Run, n: u64, probes: u64) -> (f64, f64) {
+        let step = (n / probes).max(1);
+        let before = run.bytes_touched();
+        for i in 0..probes {
+            assert!(run.get(&present_key(i * step % n)).expect("get").is_some());
+        }
+        let present = run.bytes_touched() - before;
+        let before = run.bytes_touched();
+        for i in 0..probes {
+            assert!(run.get(&absent_key(i * step % n)).expect("get").is_none());
+        }
+        let absent = run.bytes_touched() - before;
+        (
+            present as f64 / probes as f64,
+            absent as f64 / probes as f64,
+        )
+    }
+
+    /// Key counts to benchmark: `STRATA_BENCH_KEYS` (comma-separated), default 1M and 10M.
+    pub fn sizes() -> Vec<u64> {
+        std::env::var("STRATA_BENCH_KEYS")
+            .unwrap_or_else(|_| "1000000,10000000".into())
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("STRATA_BENCH_KEYS: numbers separated by commas")
+            })
+            .collect()
+    }
+}

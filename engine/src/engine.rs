@@ -15,14 +15,19 @@ use crate::scan::Scan;
 use crate::shard::{
     create_shard_dir, load_shard, shard_dir_name, CompactionReport, Indexes, Shard, ShardStats,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use crate::compactor::{CompactionTarget, Compactor};
+use crate::event::Event;
+use crate::policy::{Plan, ShardShape};
+use crate::stall::{Admission, StallGate};
 
 use crate::types::{
     prefix_successor, Batch, OpRef, ShardId, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 use crate::wal::Wal;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 /// Name of the database identity file.
 pub const DB_FILE: &str = "STRATA";
@@ -68,7 +73,78 @@ struct Inner<W: Wal> {
     indexes: Indexes,
     shards: RwLock<BTreeMap<ShardId, Arc<Shard<W>>>>,
     closed: AtomicBool,
+    /// WAL debt against the stall thresholds.
+    gate: StallGate,
+    /// The background compactor, once attached.
+    compactor: OnceLock<Arc<dyn Compactor>>,
+    /// Held for every compaction, background or manual: one at a time, engine-wide.
+    one_compaction: Mutex<()>,
+    /// Compactions running now (checked to be at most one).
+    in_flight: AtomicUsize,
+    /// Highest range shard written so far, for completeness.
+    highest_shard: AtomicU64,
     _lock: File,
+}
+
+impl<W: Wal> Inner<W> {
+    fn shard(&self, id: ShardId) -> Option<Arc<Shard<W>>> {
+        self.shards.read().get(&id).cloned()
+    }
+
+    fn enqueue(&self, shard: ShardId) {
+        if let Some(c) = self.compactor.get() {
+            if c.enqueue(shard) {
+                self.options
+                    .events
+                    .event(&Event::CompactionQueued { shard });
+            }
+        }
+    }
+
+    /// Runs one compaction of `shard` as `choose` plans it, holding the engine-wide lock.
+    fn run_compaction(
+        &self,
+        shard: ShardId,
+        choose: &dyn Fn(&ShardShape) -> Option<Plan>,
+    ) -> Result<CompactionReport> {
+        let Some(s) = self.shard(shard) else {
+            return Ok(CompactionReport::default());
+        };
+        let _one = self.one_compaction.lock();
+        let running = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        debug_assert_eq!(running, 1, "two compactions at once");
+        let result = s.compact(&self.indexes, &self.gate, choose);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// After a write to range shard `id`: shards two or more below the highest one written are
+    /// complete, and get merged whole.
+    fn note_range_progress(&self, id: ShardId) {
+        let prev = self.highest_shard.fetch_max(id.0, Ordering::Relaxed);
+        if id.0 <= prev || id.0 < 2 {
+            return;
+        }
+        let below: Vec<Arc<Shard<W>>> = self
+            .shards
+            .read()
+            .range(..=ShardId(id.0 - 2))
+            .map(|(_, s)| s.clone())
+            .collect();
+        for s in below {
+            if s.mark_complete() {
+                self.enqueue(s.id);
+            }
+        }
+    }
+}
+
+impl<W: Wal> CompactionTarget for Inner<W> {
+    fn compact_shard(&self, shard: ShardId) -> Result<()> {
+        let policy = self.options.compaction.policy;
+        self.run_compaction(shard, &|shape| crate::policy::plan(shape, &policy))
+            .map(|_| ())
+    }
 }
 
 impl<W: Wal> std::fmt::Debug for Engine<W> {
@@ -194,12 +270,24 @@ impl<W: Wal> Engine<W> {
             let shard = Shard::open(l, options.events.clone())?;
             shards.insert(shard.id, Arc::new(shard));
         }
+        let c = options.compaction;
+        let gate = StallGate::new(c.stall_slowdown_bytes, c.stall_stop_bytes);
+        gate.add_debt(shards.values().map(|s| s.frozen_wal_bytes()).sum());
+        let highest_shard = match options.sharding {
+            Sharding::Range { .. } => shards.keys().next_back().map_or(0, |id| id.0),
+            _ => 0,
+        };
         let inner = Arc::new(Inner {
             dir,
             options,
             indexes,
             shards: RwLock::new(shards),
             closed: AtomicBool::new(false),
+            gate,
+            compactor: OnceLock::new(),
+            one_compaction: Mutex::new(()),
+            in_flight: AtomicUsize::new(0),
+            highest_shard: AtomicU64::new(highest_shard),
             _lock: lock,
         });
         let periodic = match inner.options.durability {
@@ -247,7 +335,7 @@ impl<W: Wal> Engine<W> {
     }
 
     fn shard(&self, id: ShardId) -> Option<Arc<Shard<W>>> {
-        self.inner.shards.read().get(&id).cloned()
+        self.inner.shard(id)
     }
 
     fn shard_or_create(&self, id: ShardId) -> Result<Arc<Shard<W>>> {
@@ -317,10 +405,88 @@ impl<W: Wal> Engine<W> {
             }
             by_shard.entry(self.shard_of(op.key)).or_default().push(op);
         }
+        let auto = self.inner.compactor.get().is_some();
+        if auto {
+            self.pass_stall_gate(by_shard.keys().next().copied().unwrap_or_default());
+        }
         for (id, ops) in by_shard {
-            self.shard_or_create(id)?.write(&ops, durability)?;
+            let shard = self.shard_or_create(id)?;
+            shard.write(&ops, durability)?;
+            if auto {
+                if crate::policy::should_rotate(
+                    &shard.shape(),
+                    &self.inner.options.compaction.policy,
+                ) {
+                    self.inner.gate.add_debt(shard.freeze()?);
+                    self.inner.enqueue(id);
+                }
+                if let Sharding::Range { .. } = self.inner.options.sharding {
+                    self.inner.note_range_progress(id);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Slows or stops this writer while WAL debt is over the thresholds.
+    fn pass_stall_gate(&self, shard: ShardId) {
+        let c = &self.inner.options.compaction;
+        let debt = self.inner.gate.debt();
+        if debt < c.stall_slowdown_bytes {
+            return;
+        }
+        if debt >= c.stall_stop_bytes {
+            self.inner.options.events.event(&Event::WriteStallStart {
+                shard,
+                wal_debt_bytes: debt,
+            });
+        }
+        let started = std::time::Instant::now();
+        match self.inner.gate.admit() {
+            Admission::Free => {}
+            Admission::Slow => std::thread::sleep(Duration::from_micros(c.stall_slowdown_delay_us)),
+            Admission::Waited => {
+                self.inner.options.events.event(&Event::WriteStallEnd {
+                    shard,
+                    duration: started.elapsed(),
+                });
+            }
+        }
+    }
+
+    /// Attaches the background compactor (once): from now on WAL rotation, range-shard
+    /// completion and write stalls are automatic. Shards with frozen WAL left from before are
+    /// queued at once.
+    pub fn attach_compactor(&self, compactor: Arc<dyn Compactor>) {
+        if self.inner.compactor.set(compactor).is_err() {
+            return;
+        }
+        let shards: Vec<_> = self.inner.shards.read().values().cloned().collect();
+        let highest = self.inner.highest_shard.load(Ordering::Relaxed);
+        for s in shards {
+            let complete = matches!(self.inner.options.sharding, Sharding::Range { .. })
+                && s.id.0 + 2 <= highest;
+            if complete {
+                s.mark_complete();
+            }
+            if complete || s.frozen_wal_bytes() > 0 {
+                self.inner.enqueue(s.id);
+            }
+        }
+    }
+
+    /// What a compactor drives: this engine, held weakly (a compactor never keeps a closed
+    /// database alive).
+    pub fn compaction_target(&self) -> Weak<dyn CompactionTarget> {
+        let strong: Arc<dyn CompactionTarget> = self.inner.clone();
+        Arc::downgrade(&strong)
+    }
+
+    /// Blocks until the background compactor has nothing queued or running.
+    pub fn wait_for_compactions(&self) {
+        if let Some(c) = self.inner.compactor.get() {
+            c.wait_idle();
+        }
     }
 
     /// The value of `key`, or `None` if it is absent or deleted.
@@ -389,10 +555,7 @@ impl<W: Wal> Engine<W> {
     /// no-op. On failure the shard refuses writes until the database is reopened.
     pub fn compact(&self, shard: ShardId) -> Result<CompactionReport> {
         self.check_open()?;
-        match self.shard(shard) {
-            Some(s) => s.compact(&self.inner.indexes),
-            None => Ok(CompactionReport::default()),
-        }
+        self.inner.run_compaction(shard, &crate::policy::full)
     }
 
     /// Compacts every shard, one after another.
@@ -406,13 +569,15 @@ impl<W: Wal> Engine<W> {
     /// Current figures.
     pub fn stats(&self) -> Stats {
         let shards: Vec<_> = self.inner.shards.read().values().cloned().collect();
-        let mut s = Stats::default();
+        let mut s = Stats {
+            wal_debt_bytes: self.inner.gate.debt(),
+            ..Stats::default()
+        };
         for shard in shards {
             let st = shard.stats();
             s.memtable_keys += st.memtable_keys;
             s.memtable_bytes += st.memtable_bytes;
             s.wal_bytes += st.wal.bytes;
-            s.wal_debt_bytes += st.wal_debt_bytes;
             s.recovery_bytes_read += st.wal.recovery_bytes_read;
             for r in &st.runs {
                 s.runs += 1;
@@ -441,10 +606,19 @@ impl<W: Wal> Engine<W> {
     /// Syncs every WAL and closes the database. Later calls on other handles to it fail with
     /// [`Error::Closed`]; dropping without `close` keeps what the durability option promised.
     pub fn close(mut self) -> Result<()> {
-        self.stop_periodic();
+        self.stop_background();
         let r = self.sync();
         self.inner.closed.store(true, Ordering::Release);
         r
+    }
+
+    fn stop_background(&mut self) {
+        if let Some(c) = self.inner.compactor.get() {
+            c.shutdown();
+        }
+        // Nobody compacts any more: let stalled writers through.
+        self.inner.gate.open();
+        self.stop_periodic();
     }
 
     fn stop_periodic(&mut self) {
@@ -457,7 +631,7 @@ impl<W: Wal> Engine<W> {
 
 impl<W: Wal> Drop for Engine<W> {
     fn drop(&mut self) {
-        self.stop_periodic();
+        self.stop_background();
     }
 }
 

@@ -13,9 +13,11 @@ pub mod index;
 pub mod manifest;
 pub mod memtable;
 pub mod options;
+pub mod policy;
 pub mod run;
 pub mod scan;
 pub mod shard;
+pub mod stall;
 pub mod sync;
 pub mod types;
 pub mod wal;
@@ -28,7 +30,10 @@ pub use engine::{Engine, Stats};
 pub use error::{Error, Result};
 pub use event::{Event, EventLog, EventSink, NoEvents};
 pub use index::{Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span};
-pub use options::{Durability, IndexPolicy, Options, Sharding, AUTO_INDEX_CUTOFF_BYTES};
+pub use options::{
+    CompactionOptions, Durability, IndexPolicy, Options, Sharding, AUTO_INDEX_CUTOFF_BYTES,
+};
+pub use policy::{Plan, PolicyOptions, ShardShape};
 pub use scan::Scan;
 pub use shard::{CompactionReport, RunStats, ShardStats};
 pub use types::*;

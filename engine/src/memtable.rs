@@ -35,6 +35,7 @@ pub struct Memtable {
     map: RwLock<BTreeMap<Vec<u8>, MemEntry>>,
     bytes: AtomicU64,
     value_bytes: AtomicU64,
+    wal_bytes: AtomicU64,
     on_release: Mutex<Option<OnRelease>>,
 }
 
@@ -55,6 +56,7 @@ impl Memtable {
             map: RwLock::new(BTreeMap::new()),
             bytes: AtomicU64::new(0),
             value_bytes: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
             on_release: Mutex::new(None),
         }
     }
@@ -70,6 +72,10 @@ impl Memtable {
         debug_assert_eq!(
             entry.pos.segment, self.segment,
             "entry from another segment"
+        );
+        self.wal_bytes.fetch_add(
+            key.len() as u64 + u64::from(entry.pos.value_len),
+            Ordering::Relaxed,
         );
         let mut map = self.map.write();
         match map.get_mut(key) {
@@ -132,6 +138,12 @@ impl Memtable {
     /// Estimated heap bytes: keys plus [`MEMTABLE_ENTRY_OVERHEAD_BYTES`] per key.
     pub fn memory_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of keys and values written to its WAL segment (every version): what freezing it
+    /// adds to the WAL debt.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal_bytes.load(Ordering::Relaxed)
     }
 
     /// Bytes of the values it points to (in the WAL, not in memory).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::event::{EventSink, NoEvents};
 use crate::index::{IndexKind, IndexParams};
 use crate::manifest::DbMeta;
+use crate::policy::PolicyOptions;
 
 /// How keys are spread over shards. Fixed when the database is created.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -138,6 +139,35 @@ impl IndexPolicy {
     }
 }
 
+/// Automatic compaction and write stalls.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CompactionOptions {
+    /// Run a background compactor (default true). Without it, only `compact` compacts, and
+    /// writes never stall.
+    pub auto: bool,
+    /// When the WAL rotates and what a compaction merges.
+    pub policy: PolicyOptions,
+    /// WAL debt (bytes of frozen, uncompacted WAL, whole database) from which each write is
+    /// delayed by `stall_slowdown_delay_us` (default 512 MiB).
+    pub stall_slowdown_bytes: u64,
+    /// WAL debt from which writers wait for compaction (default 1 GiB).
+    pub stall_stop_bytes: u64,
+    /// Delay of a slowed write, in microseconds (default 1,000).
+    pub stall_slowdown_delay_us: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            auto: true,
+            policy: PolicyOptions::default(),
+            stall_slowdown_bytes: 512 << 20,
+            stall_stop_bytes: 1 << 30,
+            stall_slowdown_delay_us: 1_000,
+        }
+    }
+}
+
 /// Options of an engine.
 #[derive(Clone)]
 pub struct Options {
@@ -152,6 +182,8 @@ pub struct Options {
     pub index_policy: IndexPolicy,
     /// Page size and filter false-positive rate, for index kinds that use them.
     pub index_params: IndexParams,
+    /// Automatic compaction and write stalls.
+    pub compaction: CompactionOptions,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
 }
@@ -164,6 +196,7 @@ impl std::fmt::Debug for Options {
             .field("durability", &self.durability)
             .field("index_policy", &self.index_policy)
             .field("index_params", &self.index_params)
+            .field("compaction", &self.compaction)
             .finish_non_exhaustive()
     }
 }
@@ -179,6 +212,7 @@ impl Options {
             durability: Durability::Buffered,
             index_policy: IndexPolicy::AUTO,
             index_params: IndexParams::default(),
+            compaction: CompactionOptions::default(),
             events: Arc::new(NoEvents),
         }
     }

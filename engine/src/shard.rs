@@ -1,5 +1,9 @@
 //! A shard: one WAL, its memtables (active and frozen), its runs and its manifest. Owns the
 //! write path, point reads and the compaction of its own data.
+//!
+//! Lock order: `manifest` (held for a whole compaction), then `state`, then a memtable's map,
+//! then the WAL's own locks. Writers hold `state` shared for the whole write, so rotation (which
+//! takes it exclusively) never separates a WAL position from its memtable.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -13,11 +17,13 @@ use crate::index::IndexFactory;
 use crate::manifest::{self, RunMeta, ShardManifest, SHARD_MAGIC};
 use crate::memtable::{MemEntry, Memtable};
 use crate::options::{Durability, IndexPolicy};
+use crate::policy::{Plan, ShardShape};
 use crate::run::{
     index_file_name, run_file_name, Run, RunStream, RunWriter, RUN_READ_BUFFER_BYTES,
     RUN_WRITE_BUFFER_BYTES,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::stall::StallGate;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId, COPY_CHUNK_BYTES};
@@ -114,6 +120,8 @@ pub struct CompactionReport {
     /// Bytes of buffers the compaction held for values and pages (read buffers, copy chunk,
     /// write buffer).
     pub buffer_bytes: u64,
+    /// Wall time.
+    pub duration: std::time::Duration,
 }
 
 pub(crate) struct Shard<W: Wal> {
@@ -127,6 +135,8 @@ pub(crate) struct Shard<W: Wal> {
     events: Arc<dyn EventSink>,
     name_of_kind: Mutex<BTreeMap<u64, &'static str>>,
     pub compaction_buffer_peak: AtomicU64,
+    /// Writes have moved past this (range) shard: the policy merges it whole.
+    complete: AtomicBool,
 }
 
 /// A shard loaded read-only: manifest and runs. Phase one of opening, which changes nothing on
@@ -274,6 +284,7 @@ impl<W: Wal> Shard<W> {
             events,
             name_of_kind: Mutex::new(kinds),
             compaction_buffer_peak: AtomicU64::new(0),
+            complete: AtomicBool::new(false),
         })
     }
 
@@ -363,69 +374,132 @@ impl<W: Wal> Shard<W> {
         Ok(None)
     }
 
-    /// Freezes the active memtable if it holds anything: rotates the WAL.
-    pub fn freeze(&self) -> Result<bool> {
+    /// Freezes the active memtable if it holds anything: rotates the WAL. Returns the WAL bytes
+    /// frozen (what the caller adds to the WAL debt), 0 when the memtable was empty.
+    pub fn freeze(&self) -> Result<u64> {
         let mut st = self.state.write();
         if st.active.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
         let seg = self.wal.rotate().map_err(|e| self.poison(e))?;
         let old = std::mem::replace(&mut st.active, Arc::new(Memtable::new(seg)));
+        let bytes = old.wal_bytes();
         st.frozen.insert(0, old);
         drop(st);
         self.events.event(&Event::WalRotated {
             shard: self.id,
             new_segment: seg,
         });
-        Ok(true)
+        Ok(bytes)
     }
 
-    /// Merges every frozen memtable and every run into one new run, streaming. Writers keep
-    /// writing to the active memtable meanwhile.
-    pub fn compact(&self, indexes: &Indexes) -> Result<CompactionReport> {
+    /// What the policy sees of this shard.
+    pub fn shape(&self) -> ShardShape {
+        let st = self.state.read();
+        ShardShape {
+            active_bytes: st.active.wal_bytes(),
+            active_entries: st.active.len() as u64,
+            frozen_bytes: st.frozen.iter().map(|m| m.wal_bytes()).collect(),
+            run_bytes: st.runs.iter().map(|r| r.file_len()).collect(),
+            complete: self.complete.load(Ordering::Relaxed),
+        }
+    }
+
+    /// WAL bytes of the frozen memtables (this shard's share of the WAL debt).
+    pub fn frozen_wal_bytes(&self) -> u64 {
+        self.state.read().frozen.iter().map(|m| m.wal_bytes()).sum()
+    }
+
+    /// Marks the shard complete (writes have moved past it); returns whether it was not yet.
+    pub fn mark_complete(&self) -> bool {
+        !self.complete.swap(true, Ordering::Relaxed)
+    }
+
+    /// Runs one compaction chosen by `choose` from the shard's shape: optionally freezes the
+    /// active memtable, then merges every frozen memtable and the newest runs into one run,
+    /// streaming. Writers keep writing to the active memtable meanwhile. WAL debt goes through
+    /// `gate`: frozen bytes are added, compacted ones removed; on failure the shard is poisoned
+    /// and its whole debt removed (nobody will compact it before a reopen).
+    pub fn compact(
+        &self,
+        indexes: &Indexes,
+        gate: &StallGate,
+        choose: &dyn Fn(&ShardShape) -> Option<Plan>,
+    ) -> Result<CompactionReport> {
         let mut manifest = self.manifest.lock();
         self.check_poisoned()?;
-        self.freeze()?;
+        let result = self.compact_locked(&mut manifest, indexes, gate, choose);
+        if let Err(e) = result {
+            self.events.event(&Event::CompactionFailed {
+                shard: self.id,
+                error: e.to_string(),
+            });
+            gate.remove_debt(self.frozen_wal_bytes());
+            return Err(self.poison(e));
+        }
+        result
+    }
+
+    fn compact_locked(
+        &self,
+        manifest: &mut ShardManifest,
+        indexes: &Indexes,
+        gate: &StallGate,
+        choose: &dyn Fn(&ShardShape) -> Option<Plan>,
+    ) -> Result<CompactionReport> {
+        let Some(plan) = choose(&self.shape()) else {
+            return Ok(CompactionReport::default());
+        };
+        if plan.freeze_active {
+            gate.add_debt(self.freeze()?);
+        }
         let (frozen, runs) = {
             let st = self.state.read();
             (st.frozen.clone(), st.runs.clone())
         };
-        if frozen.is_empty() && runs.len() <= 1 {
+        let merged_runs = plan.runs.min(runs.len());
+        if frozen.is_empty() && merged_runs <= 1 {
             return Ok(CompactionReport::default());
         }
+        let (inputs, older) = runs.split_at(merged_runs);
+        let drop_tombstones = older.is_empty();
         let started = Instant::now();
-        let bytes_in: u64 = frozen
-            .iter()
-            .map(|m| m.value_bytes() + m.memory_bytes())
-            .sum::<u64>()
-            + runs.iter().map(|r| r.file_len()).sum::<u64>();
+        let wal_bytes: u64 = frozen.iter().map(|m| m.wal_bytes()).sum();
+        let bytes_in = wal_bytes + inputs.iter().map(|r| r.file_len()).sum::<u64>();
         self.events.event(&Event::CompactionStart {
             shard: self.id,
             wal_segments: frozen.len(),
-            runs: runs.len(),
+            runs: inputs.len(),
             bytes_in,
         });
         let run_id = manifest.next_run_id;
-        let result = self.merge_into_run(run_id, &frozen, &runs, bytes_in, indexes);
-        let (new_run, report, kind_name) = match result {
+        let merged = self.merge_into_run(
+            run_id,
+            &frozen,
+            inputs,
+            older,
+            drop_tombstones,
+            bytes_in,
+            indexes,
+        );
+        let (new_run, mut report, kind_name) = match merged {
             Ok(r) => r,
             Err(e) => {
                 let _ =
                     std::fs::remove_file(self.dir.join(format!("{}.tmp", run_file_name(run_id))));
                 let _ =
                     std::fs::remove_file(self.dir.join(format!("{}.tmp", index_file_name(run_id))));
-                self.events.event(&Event::CompactionFailed {
-                    shard: self.id,
-                    error: e.to_string(),
-                });
-                return Err(self.poison(e));
+                return Err(e);
             }
         };
-        let wal_floor = self.wal.active_segment().0;
-        debug_assert!(frozen.iter().all(|m| m.segment().0 < wal_floor));
+        // Every frozen segment up to the newest one merged is now in the run.
+        let wal_floor = frozen
+            .first()
+            .map_or(manifest.wal_floor, |m| m.segment().0 + 1);
         let mut next = manifest.clone();
         next.next_run_id = run_id + 1;
         next.wal_floor = wal_floor;
+        let kept: Vec<RunMeta> = next.runs.split_off(merged_runs);
         next.runs = match &new_run {
             Some((run, kind)) => vec![RunMeta {
                 id: run.id(),
@@ -435,24 +509,21 @@ impl<W: Wal> Shard<W> {
             }],
             None => Vec::new(),
         };
+        next.runs.extend(kept);
         if let Some((run, _)) = &new_run {
             next.last_seq = next.last_seq.max(run.footer().max_seq.0);
         }
-        if let Err(e) = manifest::write_atomic(
+        manifest::write_atomic(
             &self.dir.join(SHARD_MANIFEST_FILE),
             &manifest::encode(SHARD_MAGIC, &next),
-        ) {
-            self.events.event(&Event::CompactionFailed {
-                shard: self.id,
-                error: e.to_string(),
-            });
-            return Err(self.poison(e));
-        }
+        )?;
         *manifest = next;
         {
             let mut st = self.state.write();
             st.frozen.retain(|m| m.segment().0 >= wal_floor);
-            st.runs = new_run.iter().map(|(r, _)| r.clone()).collect();
+            let mut runs: Vec<Arc<Run>> = new_run.iter().map(|(r, _)| r.clone()).collect();
+            runs.extend(older.iter().cloned());
+            st.runs = runs;
         }
         if new_run.is_some() {
             self.name_of_kind.lock().insert(run_id, kind_name);
@@ -469,28 +540,32 @@ impl<W: Wal> Shard<W> {
                 }
             }));
         }
-        for run in runs {
+        for run in inputs {
             run.mark_obsolete();
             self.name_of_kind.lock().remove(&run.id());
         }
+        gate.remove_debt(wal_bytes);
         self.compaction_buffer_peak
             .fetch_max(report.buffer_bytes, Ordering::Relaxed);
+        report.duration = started.elapsed();
         self.events.event(&Event::CompactionEnd {
             shard: self.id,
             bytes_in,
             bytes_out: report.bytes_out,
             entries_out: report.entries_out,
-            duration: started.elapsed(),
+            duration: report.duration,
         });
         Ok(report)
     }
 
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn merge_into_run(
         &self,
         run_id: u64,
         frozen: &[Arc<Memtable>],
         runs: &[Arc<Run>],
+        older: &[Arc<Run>],
+        drop_tombstones: bool,
         bytes_in: u64,
         indexes: &Indexes,
     ) -> Result<(Option<(Arc<Run>, u8)>, CompactionReport, &'static str)> {
@@ -537,15 +612,18 @@ impl<W: Wal> Shard<W> {
                 }
             }
             let (kind, tag, seq, value_len) = inputs[rank].meta();
-            // Every run of the shard is an input, so no older version can be hidden by a
-            // tombstone: tombstones are dropped.
-            if kind == EntryKind::Put {
+            // A tombstone is kept while a run older than this compaction may hold the key.
+            let keep = kind == EntryKind::Put
+                || !(drop_tombstones || older.iter().all(|r| !r.index().may_contain(&key)));
+            if keep {
                 writer.begin_record(&key, kind, tag, seq, value_len)?;
                 match &mut inputs[rank] {
                     Input::Mem(m) => {
                         let pos = m.current().1.pos;
-                        self.wal
-                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
+                        if value_len > 0 {
+                            self.wal
+                                .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
+                        }
                     }
                     Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
                 }
@@ -566,6 +644,7 @@ impl<W: Wal> Shard<W> {
                     bytes_out: 0,
                     entries_out: 0,
                     buffer_bytes,
+                    ..Default::default()
                 },
                 factory.name(),
             ));
@@ -579,12 +658,15 @@ impl<W: Wal> Shard<W> {
             bytes_out: run.file_len(),
             entries_out,
             buffer_bytes,
+            ..Default::default()
         };
         Ok((Some((run, kind.0)), report, factory.name()))
     }
 
     /// Checks in-memory invariants; panics with a description when one is broken.
     pub fn check_invariants(&self) {
+        // Lock order, as in compaction: manifest, then state.
+        let manifest = self.manifest.lock();
         let st = self.state.read();
         let active = st.active.segment();
         let mut last = active;
@@ -614,7 +696,6 @@ impl<W: Wal> Shard<W> {
                 self.id
             );
         }
-        let manifest = self.manifest.lock();
         let ids: Vec<u64> = st.runs.iter().map(|r| r.id()).collect();
         let durable: Vec<u64> = manifest.runs.iter().map(|r| r.id).collect();
         assert_eq!(
@@ -643,7 +724,7 @@ impl<W: Wal> Shard<W> {
             s.memtable_bytes += m.memory_bytes();
         }
         s.frozen_memtables = st.frozen.len() as u64;
-        s.wal_debt_bytes = st.frozen.iter().map(|m| m.value_bytes()).sum();
+        s.wal_debt_bytes = st.frozen.iter().map(|m| m.wal_bytes()).sum();
         for r in &st.runs {
             s.runs.push(RunStats {
                 id: r.id(),

@@ -1,4 +1,4 @@
-//! The synchronization facade: parking_lot and std in normal builds, loom's models under
+//! The synchronization facade: parking_lot, crossbeam-channel and std in normal builds, loom's models under
 //! `cfg(loom)`, behind one API. Scheduling code (the compactor's queue and worker, the write-stall
 //! gate) takes its locks, condition variables, atomics and threads from here, so that loom tests
 //! can explore its schedules (parking_lot and crossbeam hang inside `loom::model`). The data path
@@ -10,6 +10,16 @@ mod imp {
     pub use std::sync::atomic;
     pub use std::sync::{Arc, Weak};
     pub use std::thread;
+
+    /// An unbounded multi-producer channel: crossbeam-channel.
+    pub mod channel {
+        pub use crossbeam_channel::{Receiver, Sender};
+
+        /// A new channel.
+        pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+            crossbeam_channel::unbounded()
+        }
+    }
 }
 
 #[cfg(loom)]
@@ -65,6 +75,74 @@ mod imp {
         /// Exclusive access, blocking.
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().unwrap()
+        }
+    }
+
+    /// An unbounded channel with crossbeam's API (the part strata uses), on loom's mutex and
+    /// condition variable.
+    pub mod channel {
+        use std::collections::VecDeque;
+
+        struct Shared<T> {
+            queue: loom::sync::Mutex<(VecDeque<T>, usize)>,
+            ready: loom::sync::Condvar,
+        }
+
+        /// Sending half.
+        pub struct Sender<T>(loom::sync::Arc<Shared<T>>);
+        /// Receiving half.
+        pub struct Receiver<T>(loom::sync::Arc<Shared<T>>);
+
+        /// A new channel.
+        pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+            let shared = loom::sync::Arc::new(Shared {
+                queue: loom::sync::Mutex::new((VecDeque::new(), 1)),
+                ready: loom::sync::Condvar::new(),
+            });
+            (Sender(shared.clone()), Receiver(shared))
+        }
+
+        impl<T> Sender<T> {
+            /// Queues `value`; never blocks.
+            pub fn send(&self, value: T) -> Result<(), T> {
+                self.0.queue.lock().unwrap().0.push_back(value);
+                self.0.ready.notify_one();
+                Ok(())
+            }
+        }
+
+        impl<T> Clone for Sender<T> {
+            fn clone(&self) -> Self {
+                self.0.queue.lock().unwrap().1 += 1;
+                Sender(self.0.clone())
+            }
+        }
+
+        impl<T> Drop for Sender<T> {
+            fn drop(&mut self) {
+                self.0.queue.lock().unwrap().1 -= 1;
+                self.0.ready.notify_all();
+            }
+        }
+
+        /// The channel is empty and every sender is gone.
+        #[derive(Debug)]
+        pub struct RecvError;
+
+        impl<T> Receiver<T> {
+            /// The next value, blocking; `Err` once empty with no sender left.
+            pub fn recv(&self) -> Result<T, RecvError> {
+                let mut q = self.0.queue.lock().unwrap();
+                loop {
+                    if let Some(v) = q.0.pop_front() {
+                        return Ok(v);
+                    }
+                    if q.1 == 0 {
+                        return Err(RecvError);
+                    }
+                    q = self.0.ready.wait(q).unwrap();
+                }
+            }
         }
     }
 

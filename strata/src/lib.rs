@@ -24,10 +24,12 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use strata_compactor::ThreadCompactor;
 pub use strata_engine::{
-    Batch, CompactionReport, Durability, Error, Event, EventLog, EventSink, IndexKind, IndexParams,
-    IndexPolicy, NoEvents, Options, Result, RunStats, ShardId, ShardStats, Sharding, Stats,
-    AUTO_INDEX_CUTOFF_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    Batch, CompactionOptions, CompactionReport, Durability, Error, Event, EventLog, EventSink,
+    IndexKind, IndexParams, IndexPolicy, NoEvents, Options, PolicyOptions, Result, RunStats,
+    ShardId, ShardStats, Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
 };
 pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};
@@ -49,7 +51,11 @@ impl Db {
         let disk = DiskIndexFactory::new(options.index_params);
         let indexes: Vec<Arc<dyn strata_engine::IndexFactory>> =
             vec![Arc::new(InMemoryIndexFactory), Arc::new(disk)];
+        let auto = options.compaction.auto;
         let engine = strata_engine::Engine::open(path, options, indexes)?;
+        if auto {
+            engine.attach_compactor(Arc::new(ThreadCompactor::start(engine.compaction_target())));
+        }
         Ok(Db { engine })
     }
 
@@ -96,6 +102,11 @@ impl Db {
     /// Compacts one shard now (WAL and runs into one run, streaming).
     pub fn compact(&self, shard: ShardId) -> Result<CompactionReport> {
         self.engine.compact(shard)
+    }
+
+    /// Blocks until the background compactor has nothing queued or running.
+    pub fn wait_for_compactions(&self) {
+        self.engine.wait_for_compactions()
     }
 
     /// Compacts every shard, one at a time.

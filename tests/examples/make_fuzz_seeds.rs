@@ -42,4 +42,22 @@ fn main() {
         copy(&path, target, &format!("seed-{name}"));
     }
     copy(&tmp.path().join("STRATA"), "manifest", "seed-STRATA");
+
+    // A run indexed by the disk index, with small pages so that it has several.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = strata_tests::options(Sharding::Single);
+    options.index_policy = strata::IndexPolicy::Always(strata::DISK_KIND);
+    options.index_params.page_size_exponent = 7;
+    let db = Db::open(tmp.path(), options).unwrap();
+    for i in 0..40u32 {
+        db.put(&i.to_be_bytes(), &vec![i as u8; 20]).unwrap();
+    }
+    db.compact_all().unwrap();
+    db.close().unwrap();
+    let index = std::fs::read_dir(tmp.path().join("shard-0000000000000000"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "idx"))
+        .unwrap();
+    copy(&index, "index_disk", "seed-disk.idx");
 }

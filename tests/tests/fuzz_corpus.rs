@@ -87,6 +87,30 @@ fn index_inmem_corpus() {
 }
 
 #[test]
+fn index_disk_corpus() {
+    replay("index_disk", |b, p| {
+        let _ = strata_index_disk::check_index_bytes(b, p);
+    });
+    let seed = inputs("index_disk")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("seed-"))
+        .unwrap();
+    let bytes = std::fs::read(&seed).unwrap();
+    assert_eq!(
+        strata_index_disk::check_index_bytes(&bytes, &seed).unwrap(),
+        40
+    );
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x04;
+        assert!(
+            strata_index_disk::check_index_bytes(&b, &seed).is_err(),
+            "flip at {i} not found"
+        );
+    }
+}
+
+#[test]
 fn manifest_corpus() {
     replay("manifest", |b, p| {
         let _ = decode::<ShardManifest>(SHARD_MAGIC, b, p, "shard manifest");

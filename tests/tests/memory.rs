@@ -6,9 +6,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strata::{Db, ShardId, Sharding};
+use strata::{Db, Options, ShardId, Sharding};
 use strata_engine::COPY_CHUNK_BYTES;
-use strata_tests::options;
+
+/// One shard, and no background compactor: this test measures recovery and `compact` itself.
+fn options(sharding: Sharding) -> Options {
+    let mut o = strata_tests::options(sharding);
+    o.compaction.auto = false;
+    o
+}
 
 struct Counting;
 
