@@ -7,7 +7,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
-use strata::{Batch, Db, IndexParams, IndexPolicy, Options, Sharding, DISK_KIND, INMEM_KIND};
+use std::sync::Arc;
+
+use strata::{
+    Batch, Db, Event, EventLog, IndexParams, IndexPolicy, Options, PolicyOptions, Sharding,
+    DISK_KIND, INMEM_KIND,
+};
 
 const STEPS: usize = 20_000;
 
@@ -78,7 +83,22 @@ const AUTO: IndexPolicy = IndexPolicy::BySize {
     cutoff_bytes: 8 << 10,
 };
 
-fn options(sharding: Sharding, policy: IndexPolicy) -> Options {
+/// How the model's database compacts.
+#[derive(Clone, Copy, PartialEq)]
+enum Compaction {
+    /// The defaults: background compaction whose thresholds this test never reaches, so
+    /// compactions come from the model's `compact` calls and from range shards completing.
+    Default,
+    /// Tiny thresholds: many rotations and background compactions, and write stalls.
+    AutoTiny,
+}
+
+fn options(
+    sharding: Sharding,
+    policy: IndexPolicy,
+    compaction: Compaction,
+    events: Arc<EventLog>,
+) -> Options {
     let mut o = strata_tests::options(sharding);
     o.index_policy = policy;
     // Small pages, so that even small runs have many.
@@ -86,10 +106,51 @@ fn options(sharding: Sharding, policy: IndexPolicy) -> Options {
         page_size_exponent: 8,
         ..IndexParams::default()
     };
+    o.events = events;
+    if compaction == Compaction::AutoTiny {
+        o.compaction.policy = PolicyOptions {
+            wal_rotate_bytes: 4 << 10,
+            wal_rotate_entries: 24,
+            growth_factor: 2,
+        };
+        o.compaction.stall_slowdown_bytes = 8 << 10;
+        o.compaction.stall_stop_bytes = 24 << 10;
+        o.compaction.stall_slowdown_delay_us = 50;
+    }
     o
 }
 
+/// Checks compaction events: never two at once, every start ended, none failed. Returns
+/// (compactions, stalls).
+fn check_events(events: &[Event]) -> (usize, usize) {
+    let (mut open, mut compactions, mut stalls) = (0, 0, 0);
+    for e in events {
+        match e {
+            Event::CompactionStart { .. } => {
+                open += 1;
+                compactions += 1;
+                assert_eq!(open, 1, "two compactions at once");
+            }
+            Event::CompactionEnd { .. } => {
+                assert_eq!(open, 1, "an end without a start");
+                open -= 1;
+            }
+            Event::CompactionFailed { error, .. } => panic!("compaction failed: {error}"),
+            Event::WriteStallStart { .. } => stalls += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(open, 0, "a compaction started and never ended");
+    (compactions, stalls)
+}
+
 fn run_model(sharding: Sharding, policy: IndexPolicy, seed: u64) {
+    run_model_with(sharding, policy, Compaction::Default, seed);
+}
+
+fn run_model_with(sharding: Sharding, policy: IndexPolicy, compaction: Compaction, seed: u64) {
+    let log = Arc::new(EventLog::default());
+    let options = |sharding, policy| options(sharding, policy, compaction, log.clone());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -194,7 +255,19 @@ fn run_model(sharding: Sharding, policy: IndexPolicy, seed: u64) {
             "every hash shard was used"
         );
     }
+    d.wait_for_compactions();
+    check_scan(&d, &model, Bound::Unbounded, Bound::Unbounded, STEPS);
     d.close().unwrap();
+    let (all_compactions, stalls) = check_events(&log.events());
+    if compaction == Compaction::AutoTiny {
+        // Each model `compact` step runs at most one compaction per shard; the rest ran in the
+        // background.
+        assert!(
+            all_compactions >= compactions + 200,
+            "{all_compactions} compactions in all, {compactions} asked for"
+        );
+        assert!(stalls > 0, "no write stall");
+    }
 }
 
 #[test]
@@ -230,4 +303,19 @@ fn model_four_hash_shards_auto() {
 #[test]
 fn model_range_shards_auto() {
     run_model(Sharding::Range { width: 1 << 48 }, AUTO, 0x5eed_0003);
+}
+
+#[test]
+fn model_single_shard_auto_compaction_with_stalls() {
+    run_model_with(Sharding::Single, AUTO, Compaction::AutoTiny, 0x5eed_0031);
+}
+
+#[test]
+fn model_range_shards_auto_compaction_with_stalls() {
+    run_model_with(
+        Sharding::Range { width: 1 << 48 },
+        AUTO,
+        Compaction::AutoTiny,
+        0x5eed_0032,
+    );
 }
