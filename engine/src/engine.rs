@@ -115,6 +115,9 @@ impl<W: Wal> Inner<W> {
         debug_assert_eq!(running, 1, "two compactions at once");
         let result = s.compact(&self.indexes, &self.gate, choose);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if matches!(&result, Ok(r) if r.entries_out > 0 || r.bytes_in > 0) {
+            release_free_heap();
+        }
         result
     }
 
@@ -382,15 +385,25 @@ impl<W: Wal> Engine<W> {
 
     /// [`Engine::write`] with an explicit durability for this batch.
     pub fn write_with(&self, batch: &Batch, durability: Durability) -> Result<()> {
+        let ops: Vec<OpRef<'_>> = batch.iter().collect();
+        self.write_ops(&ops, durability)
+    }
+
+    /// Applies borrowed operations as one batch (atomically per shard), so that callers can
+    /// reuse their key and value buffers. Deletes must have empty values.
+    pub fn write_ops(&self, ops: &[OpRef<'_>], durability: Durability) -> Result<()> {
         self.check_open()?;
-        if batch.len() > MAX_BATCH_OPS {
+        if ops.len() > MAX_BATCH_OPS {
             return Err(Error::BatchTooLarge {
-                ops: batch.len(),
+                ops: ops.len(),
                 limit: MAX_BATCH_OPS,
             });
         }
         let mut by_shard: BTreeMap<ShardId, Vec<OpRef<'_>>> = BTreeMap::new();
-        for op in batch.iter() {
+        for &op in ops {
+            if op.kind == crate::types::EntryKind::Delete && !op.value.is_empty() {
+                return Err(Error::InvalidOptions("a delete carries no value".into()));
+            }
             if op.key.len() > MAX_KEY_BYTES {
                 return Err(Error::KeyTooLarge {
                     len: op.key.len(),
@@ -480,6 +493,11 @@ impl<W: Wal> Engine<W> {
     pub fn compaction_target(&self) -> Weak<dyn CompactionTarget> {
         let strong: Arc<dyn CompactionTarget> = self.inner.clone();
         Arc::downgrade(&strong)
+    }
+
+    /// Bytes of frozen, uncompacted WAL (what write stalls are measured against).
+    pub fn wal_debt_bytes(&self) -> u64 {
+        self.inner.gate.debt()
     }
 
     /// Blocks until the background compactor has nothing queued or running.
@@ -674,4 +692,23 @@ fn spawn_periodic_sync<W: Wal>(
         })
         .expect("spawning the periodic sync thread");
     (tx, handle)
+}
+
+/// A compaction frees the memtables of the WAL it merged; glibc keeps freed chunks in the middle
+/// of its heaps resident until told otherwise, and the heap ratchets up with every compaction
+/// (the fragmentation of the original OOM). `malloc_trim` hands those pages back. A no-op with
+/// other allocators (jemalloc purges on its own).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        #[expect(unsafe_code, reason = "calling glibc's malloc_trim")]
+        // SAFETY: malloc_trim takes a plain integer, touches only the allocator's own free
+        // lists, and is thread-safe.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }

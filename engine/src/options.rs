@@ -148,9 +148,9 @@ pub struct CompactionOptions {
     /// When the WAL rotates and what a compaction merges.
     pub policy: PolicyOptions,
     /// WAL debt (bytes of frozen, uncompacted WAL, whole database) from which each write is
-    /// delayed by `stall_slowdown_delay_us` (default 512 MiB).
+    /// delayed by `stall_slowdown_delay_us` (default 256 MiB: four rotations).
     pub stall_slowdown_bytes: u64,
-    /// WAL debt from which writers wait for compaction (default 1 GiB).
+    /// WAL debt from which writers wait for compaction (default 512 MiB: eight rotations).
     pub stall_stop_bytes: u64,
     /// Delay of a slowed write, in microseconds (default 1,000).
     pub stall_slowdown_delay_us: u64,
@@ -161,8 +161,8 @@ impl Default for CompactionOptions {
         CompactionOptions {
             auto: true,
             policy: PolicyOptions::default(),
-            stall_slowdown_bytes: 512 << 20,
-            stall_stop_bytes: 1 << 30,
+            stall_slowdown_bytes: 256 << 20,
+            stall_stop_bytes: 512 << 20,
             stall_slowdown_delay_us: 1_000,
         }
     }

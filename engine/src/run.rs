@@ -62,6 +62,16 @@ const _: () = assert!(RUN_FOOTER_BYTES == 64);
 
 /// Bytes of the write buffer of a [`RunWriter`].
 pub const RUN_WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// Records at least this long (a page) are released from the process's page tables after a
+/// point read or scan copies them out (`MADV_DONTNEED`; the page cache keeps them), so that
+/// reading large values through the map does not pile up resident file pages. Small records
+/// (ledger entries) stay mapped: their pages are the read cache.
+pub const RELEASE_AFTER_READ_BYTES: u64 = 4 << 10;
+
+/// The kernel maps pages around a faulting one in windows of this size (fault-around); a
+/// release covers the whole windows a record touched.
+pub const FAULT_AROUND_BYTES: u64 = 64 << 10;
+
 /// Bytes of the read buffer of a [`RunStream`].
 pub const RUN_READ_BUFFER_BYTES: usize = 64 << 10;
 
@@ -721,6 +731,8 @@ impl Run {
         // truncates them, and removes them only after every `Run` mapping them is dropped.
         let map =
             unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", &path, e))?;
+        // Point reads and scans jump around: no readahead, no fault-around of neighbours.
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(Run {
             id,
             index_path: dir.join(index_file_name(id)),
@@ -795,6 +807,46 @@ impl Run {
             }
         }
         Ok(None)
+    }
+
+    /// The newest version of `key` in this run, copied out: its kind and value. A large record
+    /// is released from the page tables after the copy (see [`RELEASE_AFTER_READ_BYTES`]).
+    pub fn get_owned(&self, key: &[u8]) -> Result<Option<(EntryKind, Vec<u8>)>> {
+        let Some(rec) = self.get(key)? else {
+            return Ok(None);
+        };
+        let out = (rec.meta.kind, rec.value.to_vec());
+        self.release(rec.offset, rec.next - rec.offset);
+        Ok(Some(out))
+    }
+
+    /// Drops the fault-around windows covering `[offset, offset + len)` from this process's
+    /// page tables when `len` is at least [`RELEASE_AFTER_READ_BYTES`]. Best effort.
+    pub fn release(&self, offset: u64, len: u64) {
+        if len < RELEASE_AFTER_READ_BYTES {
+            return;
+        }
+        let start = offset / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
+        let end = (offset + len)
+            .div_ceil(FAULT_AROUND_BYTES)
+            .saturating_mul(FAULT_AROUND_BYTES)
+            .min(self.map.len() as u64);
+        if end > start {
+            #[expect(
+                unsafe_code,
+                reason = "MADV_DONTNEED on a read-only shared file mapping"
+            )]
+            // SAFETY: the map is a read-only MAP_SHARED mapping of a file strata never changes;
+            // dropping its pages only makes the next access read them again from the page cache.
+            // No reference into the range outlives this call's callers (values are copied out).
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start as usize,
+                    (end - start) as usize,
+                )
+            };
+        }
     }
 
     /// Offset of the first record with key `>= key` (or the data end).

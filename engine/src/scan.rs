@@ -91,7 +91,11 @@ impl<W: Wal> Source<W> {
                 let c = cur.expect("positioned");
                 match c.kind {
                     EntryKind::Delete => Ok(None),
-                    EntryKind::Put => Ok(Some(run.bytes(c.value_offset, c.value_len).to_vec())),
+                    EntryKind::Put => {
+                        let value = run.bytes(c.value_offset, c.value_len).to_vec();
+                        run.release(c.value_offset, c.value_len as u64);
+                        Ok(Some(value))
+                    }
                 }
             }
         }

@@ -364,10 +364,10 @@ impl<W: Wal> Shard<W> {
             }
         }
         for run in &view.runs {
-            if let Some(rec) = run.get(key)? {
-                return match rec.meta.kind {
+            if let Some((kind, value)) = run.get_owned(key)? {
+                return match kind {
                     EntryKind::Delete => Ok(Some(None)),
-                    EntryKind::Put => Ok(Some(Some(rec.value.to_vec()))),
+                    EntryKind::Put => Ok(Some(Some(value))),
                 };
             }
         }

@@ -20,16 +20,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bench;
+
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use strata_compactor::ThreadCompactor;
 pub use strata_engine::{
-    Batch, CompactionOptions, CompactionReport, Durability, Error, Event, EventLog, EventSink,
-    IndexKind, IndexParams, IndexPolicy, NoEvents, Options, PolicyOptions, Result, RunStats,
-    ShardId, ShardStats, Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES,
-    MAX_VALUE_BYTES,
+    Batch, CompactionOptions, CompactionReport, Durability, EntryKind, Error, Event, EventLog,
+    EventSink, IndexKind, IndexParams, IndexPolicy, NoEvents, OpRef, Options, PolicyOptions,
+    Result, RunStats, ShardId, ShardStats, Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, MAX_BATCH_OPS,
+    MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};
@@ -72,6 +74,17 @@ impl Db {
     /// Applies a batch, atomically per shard.
     pub fn write_batch(&self, batch: &Batch) -> Result<()> {
         self.engine.write(batch)
+    }
+
+    /// Applies borrowed operations as one batch (atomically per shard) with the default
+    /// durability, so that callers can reuse their buffers.
+    pub fn write_ops(&self, ops: &[OpRef<'_>]) -> Result<()> {
+        self.engine.write_ops(ops, self.engine.options().durability)
+    }
+
+    /// Bytes of frozen, uncompacted WAL.
+    pub fn wal_debt_bytes(&self) -> u64 {
+        self.engine.wal_debt_bytes()
     }
 
     /// Applies a batch with an explicit durability.

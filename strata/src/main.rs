@@ -1,13 +1,10 @@
 //! The `strata` command-line tool.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, RngCore, SeedableRng};
-use strata::{Batch, Db, Durability, Options, Sharding};
+use strata::bench::{ingest, IngestParams};
+use strata::Durability;
 
 #[derive(Parser)]
 #[command(
@@ -75,11 +72,14 @@ struct IngestArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Write events.jsonl, samples.csv and report.svg into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
-/// WAL bytes per record besides key and value: header and value checksum.
-const WAL_RECORD_OVERHEAD_BYTES: usize =
-    strata_wal::format::RECORD_HEADER_BYTES + strata_wal::format::VALUE_CHECKSUM_BYTES;
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let cli = Cli::parse();
@@ -92,32 +92,7 @@ fn main() {
     }
 }
 
-/// Peak resident set size of this process (VmHWM), in bytes.
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// The payload of block `n`: incompressible bytes, reproducible from the seed.
-fn block_value(seed: u64, n: u64, min: usize, max: usize, buf: &mut Vec<u8>) {
-    let mut rng = SmallRng::seed_from_u64(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let len = rng.random_range(min..=max);
-    buf.resize(len, 0);
-    rng.fill_bytes(buf);
-}
-
 fn bench_ingest(a: IngestArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if a.min_value_bytes > a.max_value_bytes || a.window == 0 || a.batch == 0 || a.shard_width == 0
-    {
-        return Err(
-            "need min-value-bytes <= max-value-bytes and non-zero window, batch and shard width"
-                .into(),
-        );
-    }
     let tmp = match &a.dir {
         Some(_) => None,
         None => Some(tempfile::Builder::new().prefix("strata-bench-").tempdir()?),
@@ -127,101 +102,56 @@ fn bench_ingest(a: IngestArgs) -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(t)) => t.path().join("db"),
         (None, None) => unreachable!("a temporary directory exists when no directory is given"),
     };
-    let events = std::sync::Arc::new(strata::EventLog::default());
-    let mut options = Options::new();
-    options.create_if_missing = true;
-    options.events = events.clone();
-    options.sharding = Sharding::Range {
-        width: a.shard_width,
+    let params = IngestParams {
+        blocks: a.blocks,
+        min_value_bytes: a.min_value_bytes,
+        max_value_bytes: a.max_value_bytes,
+        window: a.window,
+        batch: a.batch,
+        shard_width: a.shard_width,
+        durability: match a.durability {
+            DurabilityArg::Buffered => Durability::Buffered,
+            DurabilityArg::Sync => Durability::SyncPerBatch,
+            DurabilityArg::Periodic => Durability::Periodic { interval_ms: 1000 },
+        },
+        seed: a.seed,
     };
-    options.durability = match a.durability {
-        DurabilityArg::Buffered => Durability::Buffered,
-        DurabilityArg::Sync => Durability::SyncPerBatch,
-        DurabilityArg::Periodic => Durability::Periodic { interval_ms: 1000 },
-    };
-    let db = Db::open(&dir, options)?;
-    let started = Instant::now();
-    let mut rng = SmallRng::seed_from_u64(a.seed);
-    let mut payload_bytes = 0u64;
-    let mut wal_bytes = 0u64;
-    let mut value = Vec::new();
-    let mut base = 0u64;
-    let mut next_shard_to_compact = 0u64;
-    while base < a.blocks {
-        let end = (base + a.window).min(a.blocks);
-        let mut order: Vec<u64> = (base..end).collect();
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(a.batch) {
-            let mut batch = Batch::new();
-            for &n in chunk {
-                block_value(a.seed, n, a.min_value_bytes, a.max_value_bytes, &mut value);
-                payload_bytes += value.len() as u64;
-                wal_bytes += (WAL_RECORD_OVERHEAD_BYTES + 8 + value.len()) as u64;
-                batch.put(n.to_be_bytes().to_vec(), value.as_slice());
-            }
-            db.write_batch(&batch)?;
-        }
-        base = end;
-        // A shard whose blocks have all arrived is complete: compact it into one run.
-        while (next_shard_to_compact + 1) * a.shard_width <= base {
-            db.compact(strata::ShardId(next_shard_to_compact))?;
-            next_shard_to_compact += 1;
-        }
-    }
-    db.compact_all()?;
-    db.sync()?;
-    let wall_s = started.elapsed().as_secs_f64();
-    // Spot-check what was written.
-    for _ in 0..200.min(a.blocks) {
-        let n = rng.random_range(0..a.blocks);
-        block_value(a.seed, n, a.min_value_bytes, a.max_value_bytes, &mut value);
-        let got = db.get(&n.to_be_bytes())?;
-        if got.as_deref() != Some(value.as_slice()) {
-            return Err(format!("block {n} reads back wrong").into());
-        }
-    }
-    let stats = db.stats();
-    let disk_bytes = stats.run_bytes + stats.wal_bytes;
-    db.close()?;
-    let peak_rss_mb = peak_rss_bytes() as f64 / (1 << 20) as f64;
-    let mb_per_s = payload_bytes as f64 / (1 << 20) as f64 / wall_s;
-    let (mut compactions, mut in_flight, mut max_concurrent, mut run_bytes_written) =
-        (0u64, 0i64, 0i64, 0u64);
-    for e in events.events() {
-        match e {
-            strata::Event::CompactionStart { .. } => {
-                compactions += 1;
-                in_flight += 1;
-                max_concurrent = max_concurrent.max(in_flight);
-            }
-            strata::Event::CompactionEnd { bytes_out, .. } => {
-                in_flight -= 1;
-                run_bytes_written += bytes_out;
-            }
-            _ => {}
-        }
-    }
-    // Bytes written to disk (WAL records and runs) per byte of payload.
-    let write_amp = (wal_bytes + run_bytes_written) as f64 / payload_bytes.max(1) as f64;
+    let r = ingest(&dir, &params, &mut |_| {})?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let c = r.compaction;
     if a.json {
         println!(
-            "{{\"payload_bytes\":{payload_bytes},\"wall_s\":{wall_s:.3},\"payload_mb_per_s\":{mb_per_s:.1},\"peak_rss_mb\":{peak_rss_mb:.1},\"compactions\":{compactions},\"max_concurrent_compactions\":{max_concurrent},\"disk_bytes\":{disk_bytes},\"write_amplification\":{write_amp:.2}}}"
+            "{{\"payload_bytes\":{},\"wall_s\":{:.3},\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"compactions\":{},\"max_concurrent_compactions\":{},\"stall_ms\":{:.1},\"write_amplification\":{:.3}}}",
+            r.payload_bytes,
+            r.wall_s,
+            r.payload_mb_per_s(),
+            mib(r.peak_rss_bytes),
+            c.compactions,
+            c.max_concurrent,
+            c.stall_ms,
+            r.write_amplification
         );
     } else {
         println!(
-            "bench ingest: {} blocks, {:.1} MiB of payload in {wall_s:.1} s",
+            "bench ingest: {} blocks, {:.1} MiB of payload in {:.1} s",
             a.blocks,
-            payload_bytes as f64 / (1 << 20) as f64
+            mib(r.payload_bytes),
+            r.wall_s
         );
-        println!("  throughput       {mb_per_s:.1} MiB/s");
-        println!("  peak RSS         {peak_rss_mb:.1} MiB");
-        println!("  compactions      {compactions} (at most {max_concurrent} at once)");
-        println!("  write amp.       {write_amp:.2} bytes written per payload byte");
+        println!("  throughput       {:.1} MiB/s", r.payload_mb_per_s());
+        println!("  peak RSS         {:.1} MiB", mib(r.peak_rss_bytes));
         println!(
-            "  on disk          {:.1} MiB in {} runs",
-            disk_bytes as f64 / (1 << 20) as f64,
-            stats.runs
+            "  compactions      {} (at most {} at once)",
+            c.compactions, c.max_concurrent
         );
+        println!("  write stalls     {:.0} ms", c.stall_ms);
+        println!(
+            "  write amp.       {:.2} bytes written per payload byte",
+            r.write_amplification
+        );
+    }
+    if let Some(report) = &a.report {
+        strata::bench::write_timeline(report, &r.samples, &r.events)?;
     }
     if let (true, Some(t)) = (a.keep, tmp) {
         eprintln!("kept {}", t.keep().display());

@@ -50,7 +50,7 @@ fn main() {
     options.index_params.page_size_exponent = 7;
     let db = Db::open(tmp.path(), options).unwrap();
     for i in 0..40u32 {
-        db.put(&i.to_be_bytes(), &vec![i as u8; 20]).unwrap();
+        db.put(&i.to_be_bytes(), &[i as u8; 20]).unwrap();
     }
     db.compact_all().unwrap();
     db.close().unwrap();

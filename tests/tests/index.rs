@@ -67,7 +67,10 @@ fn check_all(db: &Db) {
     assert_eq!(from, (1500..1510).map(key).collect::<Vec<_>>());
 }
 
-fn damage_cases(len: usize) -> Vec<(&'static str, Box<dyn Fn(&mut Vec<u8>)>)> {
+/// A named way to damage an index file's bytes.
+type Damage = (&'static str, Box<dyn Fn(&mut Vec<u8>)>);
+
+fn damage_cases(len: usize) -> Vec<Damage> {
     vec![
         (
             "truncated to half",

@@ -20,7 +20,11 @@ struct Recorder {
 
 impl CompactionTarget for Recorder {
     fn compact_shard(&self, shard: ShardId) -> Result<()> {
-        assert_eq!(self.running.fetch_add(1, Ordering::SeqCst), 0, "two compactions at once");
+        assert_eq!(
+            self.running.fetch_add(1, Ordering::SeqCst),
+            0,
+            "two compactions at once"
+        );
         loom::thread::yield_now();
         self.jobs.lock().unwrap().push(shard);
         self.running.fetch_sub(1, Ordering::SeqCst);
@@ -54,7 +58,10 @@ fn one_job_at_a_time_and_a_job_queued_during_a_run_is_not_lost() {
         let jobs = recorder.jobs.lock().unwrap().clone();
         // Every enqueue that queued a job got its own run; duplicates were merged.
         assert_eq!(jobs.len(), queued, "{jobs:?}");
-        assert!(jobs.contains(&ShardId(1)) && jobs.contains(&ShardId(2)), "{jobs:?}");
+        assert!(
+            jobs.contains(&ShardId(1)) && jobs.contains(&ShardId(2)),
+            "{jobs:?}"
+        );
         compactor.shutdown();
     });
 }
@@ -70,7 +77,13 @@ fn a_shard_queued_twice_before_it_runs_is_one_job() {
         let first = compactor.enqueue(ShardId(3));
         let second = compactor.enqueue(ShardId(3));
         compactor.wait_idle();
-        let runs_of_3 = recorder.jobs.lock().unwrap().iter().filter(|s| **s == ShardId(3)).count();
+        let runs_of_3 = recorder
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| **s == ShardId(3))
+            .count();
         assert!(first);
         assert_eq!(runs_of_3, 1 + usize::from(second));
         compactor.shutdown();
@@ -85,7 +98,11 @@ fn shutdown_with_queued_and_running_jobs_returns_and_leaves_nothing_running() {
         compactor.enqueue(ShardId(1));
         compactor.enqueue(ShardId(2));
         compactor.shutdown();
-        assert_eq!(recorder.running.load(Ordering::SeqCst), 0, "a job was still running after shutdown");
+        assert_eq!(
+            recorder.running.load(Ordering::SeqCst),
+            0,
+            "a job was still running after shutdown"
+        );
         assert!(recorder.jobs.lock().unwrap().len() <= 2);
         assert!(!compactor.enqueue(ShardId(3)), "enqueue after shutdown");
         compactor.wait_idle(); // returns at once after shutdown

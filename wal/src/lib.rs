@@ -29,7 +29,8 @@ use crate::format::{
 use crate::walk::{intact_header_after, walk_segment, Ending, FileAt};
 
 /// Bytes of the append buffer: records are gathered here and written with one call; a value
-/// that does not fit is written straight from the caller's memory.
+/// that does not fit is written straight from the caller's memory. Allocated per append and
+/// freed after it.
 pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// File name of segment `id`.
@@ -224,7 +225,7 @@ impl Wal for FileWal {
             writer: Mutex::new(Writer {
                 seg,
                 len,
-                buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
+                buf: Vec::new(),
                 next_seq: max_seq.next(),
                 failed: None,
             }),
@@ -296,6 +297,8 @@ impl Wal for FileWal {
             return Err(self.fail(w, e));
         }
         debug_assert_eq!(write_at, offset);
+        // An idle shard holds no buffer: a history node has thousands of finished shards.
+        w.buf = Vec::new();
         w.len = offset;
         w.next_seq = SeqNo(first_seq.0 + ops.len() as u64);
         Ok(Appended {

@@ -1,0 +1,438 @@
+//! Workloads behind `strata bench`, as a library so that tests run the same code: the
+//! history-node ingest, an RSS sampler (`/proc/self/status` every 250 ms) and an event sink that
+//! timestamps events.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
+
+use crate::{Db, Durability, EntryKind, Event, EventSink, OpRef, Options, Result, Sharding};
+
+/// Milliseconds between RSS samples.
+pub const SAMPLE_INTERVAL_MS: u64 = 250;
+
+/// Memory figures of this process, from `/proc/self/status`, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rss {
+    /// Resident set size.
+    pub vm_rss: u64,
+    /// Peak resident set size so far.
+    pub vm_hwm: u64,
+    /// Anonymous resident memory (heap).
+    pub rss_anon: u64,
+    /// Resident file-backed memory (mapped files).
+    pub rss_file: u64,
+}
+
+impl Rss {
+    /// Reads the current figures (zeros where `/proc` is unavailable).
+    pub fn now() -> Rss {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        Rss {
+            vm_rss: field("VmRSS:"),
+            vm_hwm: field("VmHWM:"),
+            rss_anon: field("RssAnon:"),
+            rss_file: field("RssFile:"),
+        }
+    }
+}
+
+/// One sample of the timeline.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub t_s: f64,
+    /// Memory.
+    pub rss: Rss,
+    /// WAL debt (frozen, uncompacted WAL bytes).
+    pub wal_debt_bytes: u64,
+}
+
+/// An event with the time it happened.
+#[derive(Clone, Debug)]
+pub struct TimedEvent {
+    /// Seconds since the start.
+    pub t_s: f64,
+    /// The event.
+    pub event: Event,
+}
+
+/// An [`EventSink`] that keeps events with their times, and counts compactions in flight.
+#[derive(Debug)]
+pub struct TimedEvents {
+    start: Instant,
+    events: Mutex<Vec<TimedEvent>>,
+}
+
+impl TimedEvents {
+    /// A sink whose clock starts now.
+    pub fn new() -> TimedEvents {
+        TimedEvents {
+            start: Instant::now(),
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<TimedEvent> {
+        self.events.lock().expect("event log").clone()
+    }
+}
+
+impl Default for TimedEvents {
+    fn default() -> Self {
+        TimedEvents::new()
+    }
+}
+
+impl EventSink for TimedEvents {
+    fn event(&self, event: &Event) {
+        let t_s = self.start.elapsed().as_secs_f64();
+        self.events.lock().expect("event log").push(TimedEvent {
+            t_s,
+            event: event.clone(),
+        });
+    }
+}
+
+/// Compaction figures derived from events.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompactionFigures {
+    /// Compactions started.
+    pub compactions: u64,
+    /// Most compactions in flight at once.
+    pub max_concurrent: u64,
+    /// Whether every start was matched by an end (or a failure).
+    pub balanced: bool,
+    /// Bytes of runs written.
+    pub bytes_out: u64,
+    /// Milliseconds writers spent stalled.
+    pub stall_ms: f64,
+}
+
+/// Derives compaction figures from a timeline of events.
+pub fn compaction_figures(events: &[TimedEvent]) -> CompactionFigures {
+    let mut f = CompactionFigures::default();
+    let mut open = 0u64;
+    for e in events {
+        match &e.event {
+            Event::CompactionStart { .. } => {
+                f.compactions += 1;
+                open += 1;
+                f.max_concurrent = f.max_concurrent.max(open);
+            }
+            Event::CompactionEnd { bytes_out, .. } => {
+                open = open.saturating_sub(1);
+                f.bytes_out += bytes_out;
+            }
+            Event::CompactionFailed { .. } => open = open.saturating_sub(1),
+            Event::WriteStallEnd { duration, .. } => f.stall_ms += duration.as_secs_f64() * 1e3,
+            _ => {}
+        }
+    }
+    f.balanced = open == 0;
+    f
+}
+
+/// Samples RSS (and a WAL debt reading) every [`SAMPLE_INTERVAL_MS`] on its own thread.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts sampling; `debt` is read at each sample.
+    pub fn start(debt: Arc<AtomicU64>) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (s, v) = (stop.clone(), samples.clone());
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let sample = Sample {
+                    t_s: started.elapsed().as_secs_f64(),
+                    rss: Rss::now(),
+                    wal_debt_bytes: debt.load(Ordering::Relaxed),
+                };
+                v.lock().expect("samples").push(sample);
+                std::thread::sleep(Duration::from_millis(SAMPLE_INTERVAL_MS));
+            }
+        });
+        Sampler {
+            stop,
+            samples,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops and returns the samples.
+    pub fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let mut samples = self.samples.lock().expect("samples").clone();
+        samples.push(Sample {
+            t_s: samples.last().map_or(0.0, |s| s.t_s),
+            rss: Rss::now(),
+            wal_debt_bytes: 0,
+        });
+        samples
+    }
+}
+
+/// The history-node ingest workload.
+#[derive(Clone, Copy, Debug)]
+pub struct IngestParams {
+    /// Blocks to write.
+    pub blocks: u64,
+    /// Smallest value, bytes.
+    pub min_value_bytes: usize,
+    /// Largest value, bytes.
+    pub max_value_bytes: usize,
+    /// Blocks arrive shuffled within windows of this many.
+    pub window: u64,
+    /// Blocks per write batch.
+    pub batch: usize,
+    /// Blocks per range shard.
+    pub shard_width: u64,
+    /// Durability of each batch.
+    pub durability: Durability,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for IngestParams {
+    fn default() -> Self {
+        IngestParams {
+            blocks: 40_000,
+            min_value_bytes: 4 << 10,
+            max_value_bytes: 60 << 10,
+            window: 512,
+            batch: 64,
+            shard_width: 10_000,
+            durability: Durability::Buffered,
+            seed: 1,
+        }
+    }
+}
+
+/// What an ingest run measured.
+#[derive(Clone, Debug, Default)]
+pub struct IngestReport {
+    /// Bytes of values written.
+    pub payload_bytes: u64,
+    /// Wall time, compactions included.
+    pub wall_s: f64,
+    /// Peak RSS of the process during the ingest (VmHWM before the verification reads).
+    pub peak_rss_bytes: u64,
+    /// Compaction figures.
+    pub compaction: CompactionFigures,
+    /// Bytes written to disk (WAL records and runs) per byte of payload.
+    pub write_amplification: f64,
+    /// The RSS timeline.
+    pub samples: Vec<Sample>,
+    /// The events.
+    pub events: Vec<TimedEvent>,
+}
+
+impl IngestReport {
+    /// Payload MiB per second.
+    pub fn payload_mb_per_s(&self) -> f64 {
+        self.payload_bytes as f64 / (1 << 20) as f64 / self.wall_s
+    }
+}
+
+/// The payload of block `n`: incompressible bytes, reproducible from the seed.
+pub fn block_value(p: &IngestParams, n: u64, buf: &mut Vec<u8>) {
+    let mut rng = SmallRng::seed_from_u64(p.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let len = rng.random_range(p.min_value_bytes..=p.max_value_bytes);
+    buf.resize(len, 0);
+    rng.fill_bytes(buf);
+}
+
+/// WAL bytes per record besides key and value: header and value checksum.
+const WAL_RECORD_OVERHEAD_BYTES: usize =
+    strata_wal::format::RECORD_HEADER_BYTES + strata_wal::format::VALUE_CHECKSUM_BYTES;
+
+/// Runs the ingest into a new database at `dir`: keys are 8-byte big-endian block numbers,
+/// blocks shuffled within windows and written in batches, range shards, automatic compaction.
+/// Waits for compactions to finish, spot-checks 200 blocks, and reports. `progress` gets the
+/// number of blocks written after each batch.
+pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Result<IngestReport> {
+    if p.min_value_bytes > p.max_value_bytes || p.window == 0 || p.batch == 0 || p.shard_width == 0
+    {
+        return Err(crate::Error::InvalidOptions(
+            "need min_value_bytes <= max_value_bytes and non-zero window, batch and shard width"
+                .into(),
+        ));
+    }
+    let events = Arc::new(TimedEvents::new());
+    let mut options = Options::new();
+    options.create_if_missing = true;
+    options.sharding = Sharding::Range {
+        width: p.shard_width,
+    };
+    options.durability = p.durability;
+    options.events = events.clone();
+    let db = Db::open(dir, options)?;
+    let debt = Arc::new(AtomicU64::new(0));
+    let sampler = Sampler::start(debt.clone());
+    let started = Instant::now();
+    let mut rng = SmallRng::seed_from_u64(p.seed);
+    let (mut payload_bytes, mut wal_bytes, mut written) = (0u64, 0u64, 0u64);
+    let mut value = Vec::new();
+    // One reusable buffer per batch slot: the workload allocates nothing per block.
+    let mut values: Vec<Vec<u8>> = (0..p.batch)
+        .map(|_| Vec::with_capacity(p.max_value_bytes))
+        .collect();
+    let mut keys: Vec<[u8; 8]> = vec![[0; 8]; p.batch];
+    let mut base = 0u64;
+    while base < p.blocks {
+        let end = (base + p.window).min(p.blocks);
+        let mut order: Vec<u64> = (base..end).collect();
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(p.batch) {
+            for (i, &n) in chunk.iter().enumerate() {
+                block_value(p, n, &mut values[i]);
+                keys[i] = n.to_be_bytes();
+                payload_bytes += values[i].len() as u64;
+                wal_bytes += (WAL_RECORD_OVERHEAD_BYTES + 8 + values[i].len()) as u64;
+            }
+            let ops: Vec<OpRef<'_>> = (0..chunk.len())
+                .map(|i| OpRef {
+                    kind: EntryKind::Put,
+                    tag: 0,
+                    key: &keys[i],
+                    value: &values[i],
+                })
+                .collect();
+            db.write_ops(&ops)?;
+            written += chunk.len() as u64;
+            debt.store(db.wal_debt_bytes(), Ordering::Relaxed);
+            progress(written);
+        }
+        base = end;
+    }
+    // Writes have moved past every shard but the last two; finish the job like a node at the
+    // end of its sync: compact what is left.
+    db.wait_for_compactions();
+    db.compact_all()?;
+    db.sync()?;
+    let wall_s = started.elapsed().as_secs_f64();
+    // Peak of the ingest itself; the verification reads below fault in index pages (the disk
+    // index's working set, about 24 bytes per block here) that the ingest never needed.
+    let peak_rss_bytes = Rss::now().vm_hwm;
+    for _ in 0..200.min(p.blocks) {
+        let n = rng.random_range(0..p.blocks);
+        block_value(p, n, &mut value);
+        if db.get(&n.to_be_bytes())?.as_deref() != Some(value.as_slice()) {
+            return Err(crate::Error::InvalidOptions(format!(
+                "bench ingest: block {n} reads back wrong"
+            )));
+        }
+    }
+    db.close()?;
+    let samples = sampler.finish();
+    let events = events.events();
+    let compaction = compaction_figures(&events);
+    Ok(IngestReport {
+        payload_bytes,
+        wall_s,
+        peak_rss_bytes,
+        write_amplification: (wal_bytes + compaction.bytes_out) as f64
+            / payload_bytes.max(1) as f64,
+        compaction,
+        samples,
+        events,
+    })
+}
+
+/// Writes `samples.csv` (time, RSS figures, WAL debt) and `events.jsonl` (one JSON object per
+/// event) into `dir`.
+pub fn write_timeline(
+    dir: &Path,
+    samples: &[Sample],
+    events: &[TimedEvent],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(dir.join("samples.csv"))?);
+    writeln!(
+        csv,
+        "t_s,vm_rss_bytes,vm_hwm_bytes,rss_anon_bytes,rss_file_bytes,wal_debt_bytes"
+    )?;
+    for s in samples {
+        writeln!(
+            csv,
+            "{:.3},{},{},{},{},{}",
+            s.t_s, s.rss.vm_rss, s.rss.vm_hwm, s.rss.rss_anon, s.rss.rss_file, s.wal_debt_bytes
+        )?;
+    }
+    csv.flush()?;
+    let mut jsonl = std::io::BufWriter::new(std::fs::File::create(dir.join("events.jsonl"))?);
+    for e in events {
+        writeln!(jsonl, "{}", event_json(e))?;
+    }
+    jsonl.flush()
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One event as a JSON object: `{"t_s":..,"event":"compaction_end",...fields}`.
+pub fn event_json(e: &TimedEvent) -> String {
+    let head = format!(
+        "{{\"t_s\":{:.4},\"event\":{}",
+        e.t_s,
+        json_str(e.event.name())
+    );
+    let tail = match &e.event {
+        Event::WalRotated { shard, new_segment } => format!(",\"shard\":{},\"new_segment\":{}", shard.0, new_segment.0),
+        Event::WalTailTruncated { file, offset, dropped_bytes } => {
+            format!(",\"file\":{},\"offset\":{offset},\"dropped_bytes\":{dropped_bytes}", json_str(&file.display().to_string()))
+        }
+        Event::CompactionQueued { shard } => format!(",\"shard\":{}", shard.0),
+        Event::CompactionStart { shard, wal_segments, runs, bytes_in } => {
+            format!(",\"shard\":{},\"wal_segments\":{wal_segments},\"runs\":{runs},\"bytes_in\":{bytes_in}", shard.0)
+        }
+        Event::CompactionEnd { shard, bytes_in, bytes_out, entries_out, duration } => format!(
+            ",\"shard\":{},\"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out},\"entries_out\":{entries_out},\"duration_ms\":{:.3}",
+            shard.0,
+            duration.as_secs_f64() * 1e3
+        ),
+        Event::CompactionFailed { shard, error } => format!(",\"shard\":{},\"error\":{}", shard.0, json_str(error)),
+        Event::WriteStallStart { shard, wal_debt_bytes } => format!(",\"shard\":{},\"wal_debt_bytes\":{wal_debt_bytes}", shard.0),
+        Event::WriteStallEnd { shard, duration } => format!(",\"shard\":{},\"duration_ms\":{:.3}", shard.0, duration.as_secs_f64() * 1e3),
+        Event::StrayFileRemoved { file } => format!(",\"file\":{}", json_str(&file.display().to_string())),
+        Event::IndexRebuilt { file, reason } => format!(",\"file\":{},\"reason\":{}", json_str(&file.display().to_string()), json_str(reason)),
+        Event::BackgroundError { error } => format!(",\"error\":{}", json_str(error)),
+        other => format!(",\"detail\":{}", json_str(&format!("{other:?}"))),
+    };
+    format!("{head}{tail}}}")
+}
