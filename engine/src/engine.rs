@@ -653,6 +653,38 @@ impl<W: Wal> Drop for Engine<W> {
     }
 }
 
+/// The sharding rule a database was created with, read from its `STRATA` file.
+pub fn stored_sharding(dir: &Path) -> Result<Sharding> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(if dir.is_dir() {
+            Error::NotADatabase {
+                path: dir.to_path_buf(),
+            }
+        } else {
+            Error::NotFound {
+                path: dir.to_path_buf(),
+            }
+        });
+    }
+    let meta: DbMeta = manifest::read(DB_MAGIC, &path, "database identity file")?;
+    match meta.sharding_kind {
+        0 => Ok(Sharding::Single),
+        1 => Ok(Sharding::Hash {
+            shards: meta.sharding_param as u32,
+        }),
+        2 => Ok(Sharding::Range {
+            width: meta.sharding_param,
+        }),
+        k => Err(Error::corrupt(
+            &path,
+            16,
+            "database identity file",
+            format!("unknown sharding kind {k}"),
+        )),
+    }
+}
+
 fn describe(meta: &DbMeta) -> String {
     match meta.sharding_kind {
         0 => Sharding::Single.to_string(),

@@ -436,3 +436,225 @@ pub fn event_json(e: &TimedEvent) -> String {
     };
     format!("{head}{tail}}}")
 }
+
+/// The ledger-state workload.
+#[derive(Clone, Copy, Debug)]
+pub struct StateParams {
+    /// Keys to insert.
+    pub keys: u64,
+    /// Bytes of every value.
+    pub value_bytes: usize,
+    /// Present-key lookups, and as many absent-key lookups.
+    pub lookups: u64,
+    /// Index policy.
+    pub index: crate::IndexPolicy,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for StateParams {
+    fn default() -> Self {
+        StateParams {
+            keys: 2_000_000,
+            value_bytes: 150,
+            lookups: 1_000_000,
+            index: crate::IndexPolicy::AUTO,
+            seed: 1,
+        }
+    }
+}
+
+/// The entry type scanned after deleting a tenth of it.
+pub const STATE_SCAN_TYPE: u8 = 1;
+
+/// The entry type of state key `i`: skewed like a ledger (40% type 0, 30% type 1, 10% type 6,
+/// the other seven types share the rest).
+pub fn state_type(seed: u64, i: u64) -> u8 {
+    let r = xxhash_rust::xxh3::xxh3_64_with_seed(&i.to_le_bytes(), seed ^ 0x7479_7065) % 100;
+    match r {
+        0..=39 => 0,
+        40..=69 => 1,
+        70..=79 => 6,
+        r => [2, 3, 4, 5, 7, 8, 9][(r - 80) as usize % 7],
+    }
+}
+
+/// State key `i` (33 bytes: type, then 32 pseudo-random bytes). Keys of another `seed` are
+/// absent from a store filled with this one.
+pub fn state_key(seed: u64, i: u64) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = state_type(seed, i);
+    for (j, chunk) in k[1..].chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(
+            &xxhash_rust::xxh3::xxh3_64_with_seed(
+                &i.to_le_bytes(),
+                seed.wrapping_mul(31).wrapping_add(j as u64),
+            )
+            .to_le_bytes(),
+        );
+    }
+    k
+}
+
+/// The value of state key `i`.
+pub fn state_value(seed: u64, i: u64, len: usize, buf: &mut Vec<u8>) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    buf.resize(len, 0);
+    rng.fill_bytes(buf);
+}
+
+/// Whether state key `i` is deleted before the scan: a tenth of the scanned type.
+pub fn state_deleted(seed: u64, i: u64) -> bool {
+    state_type(seed, i) == STATE_SCAN_TYPE && i % 10 == 3
+}
+
+/// What a state run measured.
+#[derive(Clone, Debug, Default)]
+pub struct StateReport {
+    /// Keys inserted.
+    pub keys: u64,
+    /// Load throughput, MiB of keys and values per second (compactions included).
+    pub load_mb_per_s: f64,
+    /// Seconds to reopen the store.
+    pub reopen_s: f64,
+    /// Present-key lookups per second.
+    pub hit_lookups_per_s: f64,
+    /// Absent-key lookups per second.
+    pub miss_lookups_per_s: f64,
+    /// Index memory per key after reopening.
+    pub index_bytes_per_key: f64,
+    /// Keys yielded per second by the scan of one type.
+    pub scan_keys_per_s: f64,
+    /// Keys the scan yielded.
+    pub scan_keys: u64,
+    /// RSS the scan added over the RSS before it, MiB.
+    pub scan_extra_rss_mb: f64,
+    /// Peak RSS of the process.
+    pub peak_rss_bytes: u64,
+    /// Events.
+    pub events: Vec<TimedEvent>,
+    /// RSS timeline.
+    pub samples: Vec<Sample>,
+}
+
+/// Runs the ledger-state workload in a new database at `dir`: insert `keys` entries in random
+/// key order, close, reopen, look up present and absent keys, delete a tenth of one type and
+/// scan that type. Checks every answer.
+pub fn state(
+    dir: &Path,
+    p: &StateParams,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<StateReport> {
+    let events = Arc::new(TimedEvents::new());
+    let options = || {
+        let mut o = Options::new();
+        o.create_if_missing = true;
+        o.index_policy = p.index;
+        o.events = events.clone();
+        o
+    };
+    let debt = Arc::new(AtomicU64::new(0));
+    let sampler = Sampler::start(debt.clone());
+    let db = Db::open(dir, options())?;
+    let started = Instant::now();
+    let mut value = Vec::new();
+    let mut batch = crate::Batch::new();
+    for i in 0..p.keys {
+        state_value(p.seed, i, p.value_bytes, &mut value);
+        batch.put(state_key(p.seed, i).to_vec(), value.as_slice());
+        if batch.len() == 1000 || i + 1 == p.keys {
+            db.write_batch(&batch)?;
+            batch = crate::Batch::new();
+            debt.store(db.wal_debt_bytes(), Ordering::Relaxed);
+            progress("load", i + 1);
+        }
+    }
+    db.wait_for_compactions();
+    db.compact_all()?;
+    db.close()?;
+    let load_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let db = Db::open(dir, options())?;
+    let reopen_s = started.elapsed().as_secs_f64();
+    let stats = db.stats();
+    let mut rng = SmallRng::seed_from_u64(p.seed ^ 0x10_0c_0a);
+    let started = Instant::now();
+    for n in 0..p.lookups {
+        let i = rng.random_range(0..p.keys);
+        let got = db.get(&state_key(p.seed, i))?;
+        state_value(p.seed, i, p.value_bytes, &mut value);
+        if got.as_deref() != Some(value.as_slice()) {
+            return Err(crate::Error::InvalidOptions(format!(
+                "bench state: key {i} reads back wrong"
+            )));
+        }
+        if n % 100_000 == 0 {
+            progress("hits", n);
+        }
+    }
+    let hit_s = started.elapsed().as_secs_f64();
+    let absent_seed = p.seed.wrapping_add(0x5eed);
+    let started = Instant::now();
+    for n in 0..p.lookups {
+        if db.get(&state_key(absent_seed, n))?.is_some() {
+            return Err(crate::Error::InvalidOptions(format!(
+                "bench state: absent key {n} found"
+            )));
+        }
+        if n % 100_000 == 0 {
+            progress("misses", n);
+        }
+    }
+    let miss_s = started.elapsed().as_secs_f64();
+    let mut expected = 0u64;
+    let mut batch = crate::Batch::new();
+    for i in 0..p.keys {
+        if state_deleted(p.seed, i) {
+            batch.delete(state_key(p.seed, i).to_vec());
+            if batch.len() == 1000 {
+                db.write_batch(&batch)?;
+                batch = crate::Batch::new();
+            }
+        } else if state_type(p.seed, i) == STATE_SCAN_TYPE {
+            expected += 1;
+        }
+    }
+    db.write_batch(&batch)?;
+    let before = Rss::now();
+    let mut peak_during = before.vm_rss;
+    let started = Instant::now();
+    let mut scanned = 0u64;
+    for item in db.prefix(&[STATE_SCAN_TYPE])? {
+        let (key, _) = item?;
+        debug_assert_eq!(key[0], STATE_SCAN_TYPE);
+        scanned += 1;
+        if scanned % 65_536 == 0 {
+            peak_during = peak_during.max(Rss::now().vm_rss);
+            progress("scan", scanned);
+        }
+    }
+    let scan_s = started.elapsed().as_secs_f64();
+    peak_during = peak_during.max(Rss::now().vm_rss);
+    if scanned != expected {
+        return Err(crate::Error::InvalidOptions(format!(
+            "bench state: scan yielded {scanned} keys, expected {expected}"
+        )));
+    }
+    db.close()?;
+    let samples = sampler.finish();
+    let mb = (p.keys * (33 + p.value_bytes as u64)) as f64 / (1 << 20) as f64;
+    Ok(StateReport {
+        keys: p.keys,
+        load_mb_per_s: mb / load_s,
+        reopen_s,
+        hit_lookups_per_s: p.lookups as f64 / hit_s,
+        miss_lookups_per_s: p.lookups as f64 / miss_s,
+        index_bytes_per_key: stats.index_bytes as f64 / stats.index_keys.max(1) as f64,
+        scan_keys_per_s: scanned as f64 / scan_s,
+        scan_keys: scanned,
+        scan_extra_rss_mb: peak_during.saturating_sub(before.vm_rss) as f64 / (1 << 20) as f64,
+        peak_rss_bytes: Rss::now().vm_hwm,
+        events: events.events(),
+        samples,
+    })
+}

@@ -21,6 +21,8 @@
 //! ```
 
 pub mod bench;
+pub mod report;
+pub mod verify;
 
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -59,6 +61,14 @@ impl Db {
             engine.attach_compactor(Arc::new(ThreadCompactor::start(engine.compaction_target())));
         }
         Ok(Db { engine })
+    }
+
+    /// Opens an existing database with the sharding it was created with and default options
+    /// otherwise (for tools).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Db> {
+        let mut options = Options::new();
+        options.sharding = strata_engine::engine::stored_sharding(path.as_ref())?;
+        Db::open(path, options)
     }
 
     /// Stores `value` under `key`.

@@ -1,10 +1,16 @@
-//! The `strata` command-line tool.
+//! The `strata` command-line tool: benchmarks with an RSS timeline, and tools to inspect,
+//! edit and verify a database.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
-use strata::bench::{ingest, IngestParams};
-use strata::Durability;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strata::bench::{ingest, state, IngestParams, StateParams};
+use strata::{Db, Durability, IndexPolicy, DISK_KIND, INMEM_KIND};
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +28,102 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// Memory, file and index figures of a database.
+    Stats {
+        /// Database directory.
+        dir: PathBuf,
+    },
+    /// Prints the value of a key.
+    Get {
+        /// Database directory.
+        dir: PathBuf,
+        /// The key (UTF-8, or hex with `--hex`).
+        key: String,
+        #[command(flatten)]
+        enc: Encoding,
+    },
+    /// Stores a value.
+    Put {
+        /// Database directory (created if missing).
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        enc: Encoding,
+    },
+    /// Deletes a key.
+    Delete {
+        /// Database directory.
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        enc: Encoding,
+    },
+    /// Prints keys and values in key order.
+    Scan {
+        /// Database directory.
+        dir: PathBuf,
+        /// Only keys with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[command(flatten)]
+        enc: Encoding,
+    },
+    /// Checks every checksum of every file; reports damage by file and offset (exit code 1).
+    Verify {
+        /// Database directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Encoding {
+    /// Keys and values on the command line are hex.
+    #[arg(long)]
+    hex: bool,
+}
+
+impl Encoding {
+    fn decode(&self, s: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        if !self.hex {
+            return Ok(s.as_bytes().to_vec());
+        }
+        if s.len() % 2 != 0 {
+            return Err(format!("hex {s:?} has an odd number of digits").into());
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(&s[i..i + 2], 16)
+                    .map_err(|e| format!("bad hex {s:?}: {e}").into())
+            })
+            .collect()
+    }
+}
+
+/// UTF-8 when printable, hex otherwise.
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => format!(
+            "0x{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
 }
 
 #[derive(Subcommand)]
 enum Bench {
     /// The history-node workload: block payloads arriving out of order into range shards.
     Ingest(IngestArgs),
+    /// The ledger-state workload: small typed entries, lookups, a per-type scan.
+    State(StateArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -37,7 +133,33 @@ enum DurabilityArg {
     Periodic,
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, Copy, ValueEnum)]
+enum IndexArg {
+    Auto,
+    Inmem,
+    Disk,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Database directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary directory.
+    #[arg(long)]
+    keep: bool,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Write events.jsonl, samples.csv and report.svg into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct IngestArgs {
     /// Blocks to write.
     #[arg(long, default_value_t = 40_000)]
@@ -60,31 +182,83 @@ struct IngestArgs {
     /// Durability of each batch.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
-    /// Database directory (default: a temporary directory, removed afterwards).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Keep the temporary directory.
-    #[arg(long)]
-    keep: bool,
-    /// Random seed.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print one JSON object instead of the summary.
-    #[arg(long)]
-    json: bool,
-    /// Write events.jsonl, samples.csv and report.svg into this directory.
-    #[arg(long)]
-    report: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
 }
 
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[derive(Args)]
+struct StateArgs {
+    /// Keys to insert.
+    #[arg(long, default_value_t = 2_000_000)]
+    keys: u64,
+    /// Present-key lookups (and as many absent ones).
+    #[arg(long, default_value_t = 1_000_000)]
+    lookups: u64,
+    /// Index kind of runs.
+    #[arg(long, value_enum, default_value_t = IndexArg::Auto)]
+    index: IndexArg,
+    #[command(flatten)]
+    common: Common,
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(Bench::Ingest(args)) => bench_ingest(args),
+        Command::Bench(Bench::State(args)) => bench_state(args),
+        Command::Stats { dir } => stats(&dir),
+        Command::Get { dir, key, enc } => (|| -> CliResult {
+            let db = Db::open_existing(&dir)?;
+            match db.get(&enc.decode(&key)?)? {
+                Some(v) => println!("{}", show(&v)),
+                None => {
+                    eprintln!("absent");
+                    std::process::exit(1);
+                }
+            }
+            Ok(db.close()?)
+        })(),
+        Command::Put {
+            dir,
+            key,
+            value,
+            enc,
+        } => (|| -> CliResult {
+            let db = if dir.join("STRATA").exists() {
+                Db::open_existing(&dir)?
+            } else {
+                let mut o = strata::Options::new();
+                o.create_if_missing = true;
+                Db::open(&dir, o)?
+            };
+            db.put(&enc.decode(&key)?, &enc.decode(&value)?)?;
+            Ok(db.close()?)
+        })(),
+        Command::Delete { dir, key, enc } => (|| -> CliResult {
+            let db = Db::open_existing(&dir)?;
+            db.delete(&enc.decode(&key)?)?;
+            Ok(db.close()?)
+        })(),
+        Command::Scan {
+            dir,
+            prefix,
+            limit,
+            enc,
+        } => (|| -> CliResult {
+            let db = Db::open_existing(&dir)?;
+            let scan = match &prefix {
+                Some(p) => db.prefix(&enc.decode(p)?)?,
+                None => db.range::<&[u8], _>(..)?,
+            };
+            for item in scan.take(limit as usize) {
+                let (k, v) = item?;
+                println!("{}\t{}", show(&k), show(&v));
+            }
+            Ok(db.close()?)
+        })(),
+        Command::Verify { dir } => verify(&dir),
     };
     if let Err(e) = result {
         eprintln!("strata: {e}");
@@ -92,16 +266,93 @@ fn main() {
     }
 }
 
-fn bench_ingest(a: IngestArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let tmp = match &a.dir {
-        Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("strata-bench-").tempdir()?),
-    };
-    let dir = match (&a.dir, &tmp) {
-        (Some(d), _) => d.clone(),
-        (None, Some(t)) => t.path().join("db"),
-        (None, None) => unreachable!("a temporary directory exists when no directory is given"),
-    };
+/// Progress on a terminal (a bar), plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    last_line: u64,
+}
+
+impl Progress {
+    fn new(total: u64, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:8} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Progress {
+            bar,
+            total,
+            last_line: 0,
+        }
+    }
+
+    fn update(&mut self, phase: &str, done: u64, quiet: bool) {
+        match &self.bar {
+            Some(b) => {
+                b.set_message(phase.to_string());
+                b.set_position(done);
+            }
+            None if !quiet && done * 10 / self.total.max(1) > self.last_line => {
+                self.last_line = done * 10 / self.total.max(1);
+                eprintln!("{phase}: {done}/{}", self.total);
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// The database directory of a benchmark: the one given, or a temporary one.
+fn bench_dir(
+    c: &Common,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), Box<dyn std::error::Error>> {
+    Ok(match &c.dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("strata-bench-").tempdir()?;
+            (t.path().join("db"), Some(t))
+        }
+    })
+}
+
+fn finish_bench(
+    c: &Common,
+    tmp: Option<tempfile::TempDir>,
+    title: &str,
+    samples: &[strata::bench::Sample],
+    events: &[strata::bench::TimedEvent],
+) -> CliResult {
+    if let Some(report) = &c.report {
+        strata::bench::write_timeline(report, samples, events)?;
+        strata::report::draw(&report.join("report.svg"), title, samples, events)?;
+        if !c.json {
+            println!("  report           {}", report.display());
+        }
+    }
+    if let (true, Some(t)) = (c.keep, tmp) {
+        eprintln!("kept {}", t.keep().display());
+    }
+    Ok(())
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn bench_ingest(a: IngestArgs) -> CliResult {
+    let (dir, tmp) = bench_dir(&a.common)?;
     let params = IngestParams {
         blocks: a.blocks,
         min_value_bytes: a.min_value_bytes,
@@ -114,12 +365,14 @@ fn bench_ingest(a: IngestArgs) -> Result<(), Box<dyn std::error::Error>> {
             DurabilityArg::Sync => Durability::SyncPerBatch,
             DurabilityArg::Periodic => Durability::Periodic { interval_ms: 1000 },
         },
-        seed: a.seed,
+        seed: a.common.seed,
     };
-    let r = ingest(&dir, &params, &mut |_| {})?;
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let quiet = a.common.json;
+    let mut progress = Progress::new(a.blocks, quiet);
+    let r = ingest(&dir, &params, &mut |n| progress.update("ingest", n, quiet))?;
+    progress.finish();
     let c = r.compaction;
-    if a.json {
+    if a.common.json {
         println!(
             "{{\"payload_bytes\":{},\"wall_s\":{:.3},\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"compactions\":{},\"max_concurrent_compactions\":{},\"stall_ms\":{:.1},\"write_amplification\":{:.3}}}",
             r.payload_bytes,
@@ -150,11 +403,139 @@ fn bench_ingest(a: IngestArgs) -> Result<(), Box<dyn std::error::Error>> {
             r.write_amplification
         );
     }
-    if let Some(report) = &a.report {
-        strata::bench::write_timeline(report, &r.samples, &r.events)?;
+    finish_bench(
+        &a.common,
+        tmp,
+        &format!("strata bench ingest: {} blocks", a.blocks),
+        &r.samples,
+        &r.events,
+    )
+}
+
+fn bench_state(a: StateArgs) -> CliResult {
+    let (dir, tmp) = bench_dir(&a.common)?;
+    let index = match a.index {
+        IndexArg::Auto => IndexPolicy::AUTO,
+        IndexArg::Inmem => IndexPolicy::Always(INMEM_KIND),
+        IndexArg::Disk => IndexPolicy::Always(DISK_KIND),
+    };
+    let params = StateParams {
+        keys: a.keys,
+        lookups: a.lookups,
+        index,
+        seed: a.common.seed,
+        ..StateParams::default()
+    };
+    let quiet = a.common.json;
+    let mut progress = Progress::new(a.keys, quiet);
+    let r = state(&dir, &params, &mut |phase, n| {
+        progress.update(phase, n, quiet)
+    })?;
+    progress.finish();
+    if a.common.json {
+        println!(
+            "{{\"keys\":{},\"load_mb_per_s\":{:.1},\"reopen_s\":{:.3},\"hit_lookups_per_s\":{:.0},\"miss_lookups_per_s\":{:.0},\"index_bytes_per_key\":{:.3},\"scan_keys_per_s\":{:.0},\"scan_extra_rss_mb\":{:.1},\"peak_rss_mb\":{:.1}}}",
+            r.keys,
+            r.load_mb_per_s,
+            r.reopen_s,
+            r.hit_lookups_per_s,
+            r.miss_lookups_per_s,
+            r.index_bytes_per_key,
+            r.scan_keys_per_s,
+            r.scan_extra_rss_mb,
+            mib(r.peak_rss_bytes)
+        );
+    } else {
+        println!("bench state: {} keys of 33 bytes, 150-byte values", r.keys);
+        println!("  load             {:.1} MiB/s", r.load_mb_per_s);
+        println!("  reopen           {:.3} s", r.reopen_s);
+        println!("  present lookups  {:.0} /s", r.hit_lookups_per_s);
+        println!("  absent lookups   {:.0} /s", r.miss_lookups_per_s);
+        println!("  index            {:.2} bytes/key", r.index_bytes_per_key);
+        println!(
+            "  scan of one type {} keys, {:.0} keys/s, {:.1} MiB extra RSS",
+            r.scan_keys, r.scan_keys_per_s, r.scan_extra_rss_mb
+        );
+        println!("  peak RSS         {:.1} MiB", mib(r.peak_rss_bytes));
     }
-    if let (true, Some(t)) = (a.keep, tmp) {
-        eprintln!("kept {}", t.keep().display());
+    finish_bench(
+        &a.common,
+        tmp,
+        &format!("strata bench state: {} keys", a.keys),
+        &r.samples,
+        &r.events,
+    )
+}
+
+fn stats(dir: &Path) -> CliResult {
+    let mut o = strata::Options::new();
+    o.sharding = strata_engine::engine::stored_sharding(dir)?;
+    o.compaction.auto = false;
+    let db = Db::open(dir, o)?;
+    let s = db.stats();
+    println!(
+        "shards {}, runs {}, run bytes {}, WAL bytes {}",
+        s.shards.len(),
+        s.runs,
+        s.run_bytes,
+        s.wal_bytes
+    );
+    println!(
+        "memtables: {} keys, {} bytes",
+        s.memtable_keys, s.memtable_bytes
+    );
+    println!(
+        "indexes: {} keys, {} bytes ({:.2} bytes/key)",
+        s.index_keys,
+        s.index_bytes,
+        s.index_bytes as f64 / s.index_keys.max(1) as f64
+    );
+    println!(
+        "WAL debt {} bytes; recovery read {} bytes",
+        s.wal_debt_bytes, s.recovery_bytes_read
+    );
+    for sh in &s.shards {
+        println!(
+            "shard {}: memtable {} keys, {} frozen, WAL {} bytes in {} segments{}",
+            sh.id,
+            sh.memtable_keys,
+            sh.frozen_memtables,
+            sh.wal.bytes,
+            sh.wal.segments,
+            if sh.poisoned { ", POISONED" } else { "" }
+        );
+        for r in &sh.runs {
+            println!(
+                "  run {}: {} entries, {} bytes, index {} ({} keys, {} bytes)",
+                r.id, r.entries, r.file_bytes, r.index, r.index_keys, r.index_bytes
+            );
+        }
+    }
+    Ok(db.close()?)
+}
+
+fn verify(dir: &Path) -> CliResult {
+    let report = strata::verify::verify(dir)?;
+    for f in &report.findings {
+        let at = f
+            .offset
+            .map(|o| format!(" at offset {o}"))
+            .unwrap_or_default();
+        println!(
+            "{} {}{at}: {}",
+            if f.damage { "DAMAGE" } else { "note" },
+            f.file.display(),
+            f.detail
+        );
+    }
+    println!(
+        "checked {} files, {} bytes: {}",
+        report.files,
+        report.bytes,
+        if report.damaged() { "DAMAGED" } else { "ok" }
+    );
+    if report.damaged() {
+        std::process::exit(1);
     }
     Ok(())
 }

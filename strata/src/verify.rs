@@ -1,0 +1,173 @@
+//! `strata verify`: checks every checksum of every file of a database directory, without
+//! opening it for writes, and reports damage by file and offset.
+
+use std::path::{Path, PathBuf};
+
+use strata_engine::manifest::{self, DbMeta, ShardManifest, DB_MAGIC, SHARD_MAGIC};
+use strata_engine::{Error, SegmentId};
+
+/// One finding.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// The file.
+    pub file: PathBuf,
+    /// Offset of the damage, when known.
+    pub offset: Option<u64>,
+    /// What is wrong.
+    pub detail: String,
+    /// Damage (true) or a note that open would repair (a torn WAL tail, a temporary file).
+    pub damage: bool,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    /// Files checked.
+    pub files: u64,
+    /// Bytes checked.
+    pub bytes: u64,
+    /// Findings, damage and notes.
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    /// Whether any finding is damage.
+    pub fn damaged(&self) -> bool {
+        self.findings.iter().any(|f| f.damage)
+    }
+
+    fn error(&mut self, file: &Path, e: Error) {
+        self.findings.push(Finding {
+            file: file.to_path_buf(),
+            offset: e.offset(),
+            detail: e.to_string(),
+            damage: true,
+        });
+    }
+}
+
+fn map(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    #[expect(
+        unsafe_code,
+        reason = "files are checked through a read-only memory map"
+    )]
+    // SAFETY: a read-only mapping of a file of a database that is not being written (verify
+    // reads files, it does not open the database); a concurrent truncation would be a misuse.
+    let m = unsafe { memmap2::Mmap::map(&file)? };
+    let _ = m.advise(memmap2::Advice::Sequential);
+    Ok(Some(m))
+}
+
+fn check_file(report: &mut VerifyReport, path: &Path, name: &str) {
+    let bytes = match map(path) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            report.findings.push(Finding {
+                file: path.into(),
+                offset: Some(0),
+                detail: "empty file".into(),
+                damage: !name.ends_with(".tmp"),
+            });
+            return;
+        }
+        Err(e) => return report.error(path, Error::io("reading", path, e)),
+    };
+    report.files += 1;
+    report.bytes += bytes.len() as u64;
+    let result = if name.ends_with(".tmp") {
+        report.findings.push(Finding {
+            file: path.into(),
+            offset: None,
+            detail: "temporary file of an interrupted write (removed at open)".into(),
+            damage: false,
+        });
+        Ok(())
+    } else if name == "MANIFEST" {
+        manifest::decode::<ShardManifest>(SHARD_MAGIC, &bytes, path, "shard manifest").map(|_| ())
+    } else if name.ends_with(".run") {
+        strata_engine::run::check_run_bytes(&bytes, path).map(|_| ())
+    } else if name.ends_with(".idx") {
+        match bytes.get(..8) {
+            Some(m) if m == strata_index_inmem::INMEM_MAGIC => {
+                strata_index_inmem::check_index_bytes(&bytes, path).map(|_| ())
+            }
+            Some(m) if m == strata_index_disk::DISK_MAGIC => {
+                strata_index_disk::check_index_bytes(&bytes, path).map(|_| ())
+            }
+            _ => Err(Error::corrupt(
+                path,
+                0,
+                "index file",
+                "unknown magic (rebuilt from its run at open)",
+            )),
+        }
+    } else if let Some(id) = name
+        .strip_prefix("wal-")
+        .and_then(|r| r.strip_suffix(".log"))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+    {
+        match strata_wal::walk::check_segment_bytes(&bytes, path, SegmentId(id)) {
+            Ok((_, strata_wal::walk::Ending::Clean)) => Ok(()),
+            Ok((records, ending)) => {
+                // Damage after which intact records follow is damage; otherwise it is a torn
+                // tail, which open truncates (in the newest segment).
+                let (offset, damage) = match &ending {
+                    strata_wal::walk::Ending::Damaged { at, .. } => (
+                        Some(*at),
+                        strata_wal::walk::intact_header_after(&bytes[..], path, *at)
+                            .unwrap_or(true),
+                    ),
+                    _ => (None, false),
+                };
+                report.findings.push(Finding {
+                    file: path.into(),
+                    offset,
+                    detail: format!("{records} intact records, then {ending:?} (a torn tail of the newest segment is truncated at open)"),
+                    damage,
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(())
+    };
+    if let Err(e) = result {
+        report.error(path, e);
+    }
+}
+
+/// Checks every file of the database in `dir`.
+pub fn verify(dir: &Path) -> std::io::Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let db_file = dir.join(strata_engine::engine::DB_FILE);
+    match manifest::read::<DbMeta>(DB_MAGIC, &db_file, "database identity file") {
+        Ok(_) => report.files += 1,
+        Err(e) => report.error(&db_file, e),
+    }
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    shards.sort();
+    for shard in shards {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&shard)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for file in files {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            check_file(&mut report, &file, &name);
+        }
+    }
+    Ok(report)
+}
