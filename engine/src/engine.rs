@@ -426,10 +426,7 @@ impl<W: Wal> Engine<W> {
             let shard = self.shard_or_create(id)?;
             shard.write(&ops, durability)?;
             if auto {
-                if crate::policy::should_rotate(
-                    &shard.shape(),
-                    &self.inner.options.compaction.policy,
-                ) {
+                if shard.active_should_rotate(&self.inner.options.compaction.policy) {
                     self.inner.gate.add_debt(shard.freeze()?);
                     self.inner.enqueue(id);
                 }

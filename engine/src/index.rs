@@ -71,6 +71,111 @@ pub struct RunIdentity {
     pub footer_checksum: u64,
 }
 
+impl RunIdentity {
+    /// Bytes of an encoded identity: run id, data end, file length, footer checksum, each a
+    /// little-endian `u64`.
+    pub const ENCODED_BYTES: usize = 32;
+
+    /// The encoded identity.
+    pub fn encode(&self) -> [u8; Self::ENCODED_BYTES] {
+        let mut b = [0u8; Self::ENCODED_BYTES];
+        for (i, v) in [
+            self.run_id,
+            self.data_end,
+            self.file_len,
+            self.footer_checksum,
+        ]
+        .iter()
+        .enumerate()
+        {
+            b[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes the identity at the start of `b` (all zeros where `b` is too short).
+    pub fn decode(b: &[u8]) -> RunIdentity {
+        let f = |i: usize| {
+            b.get(8 * i..8 * i + 8)
+                .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        };
+        RunIdentity {
+            run_id: f(0),
+            data_end: f(1),
+            file_len: f(2),
+            footer_checksum: f(3),
+        }
+    }
+}
+
+/// Offset of the format version in every index file (after the 8-byte magic).
+pub const INDEX_VERSION_OFFSET: usize = 8;
+/// Offset of the run identity in every index file.
+pub const INDEX_IDENTITY_OFFSET: usize = 16;
+
+/// Checks the frame every index file shares: at least `header_bytes` plus an 8-byte checksum,
+/// `magic` at offset 0, `version` as a little-endian `u32` at [`INDEX_VERSION_OFFSET`], and an
+/// xxh3 of every byte before the last 8; then, when `run` is given, the identity at
+/// [`INDEX_IDENTITY_OFFSET`]. Returns the length before the checksum.
+pub fn check_index_frame(
+    bytes: &[u8],
+    path: &Path,
+    what: &'static str,
+    (magic, version): ([u8; 8], u32),
+    header_bytes: usize,
+    run: Option<&RunIdentity>,
+) -> Result<usize> {
+    use crate::error::Error;
+    if bytes.len() < header_bytes + 8 {
+        return Err(Error::corrupt(
+            path,
+            0,
+            what,
+            format!("{} bytes is shorter than header and checksum", bytes.len()),
+        ));
+    }
+    if bytes[..8] != magic {
+        return Err(Error::corrupt(path, 0, what, "bad magic"));
+    }
+    let found = u32::from_le_bytes(
+        bytes[INDEX_VERSION_OFFSET..INDEX_VERSION_OFFSET + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    if found != version {
+        return Err(Error::UnsupportedVersion {
+            file: path.into(),
+            what,
+            found,
+            supported: version,
+        });
+    }
+    let body_end = bytes.len() - 8;
+    let expected = u64::from_le_bytes(bytes[body_end..].try_into().expect("8 bytes"));
+    let actual = crate::types::checksum(&bytes[..body_end]);
+    if expected != actual {
+        return Err(Error::ChecksumMismatch {
+            file: path.into(),
+            offset: body_end as u64,
+            what,
+            expected,
+            actual,
+        });
+    }
+    if let Some(run) = run {
+        let stored = RunIdentity::decode(&bytes[INDEX_IDENTITY_OFFSET..]);
+        if stored != *run {
+            return Err(Error::corrupt(
+                path,
+                INDEX_IDENTITY_OFFSET as u64,
+                what,
+                format!("belongs to another run ({stored:?}, expected {run:?})"),
+            ));
+        }
+    }
+    Ok(body_end)
+}
+
 /// Byte span of a run in which a key's record must start, if the key is present.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Span {

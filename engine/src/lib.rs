@@ -29,7 +29,9 @@ pub use compactor::{CompactionTarget, Compactor};
 pub use engine::{Engine, Stats};
 pub use error::{Error, Result};
 pub use event::{Event, EventLog, EventSink, NoEvents};
-pub use index::{Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span};
+pub use index::{
+    check_index_frame, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span,
+};
 pub use options::{
     CompactionOptions, Durability, IndexPolicy, Options, Sharding, AUTO_INDEX_CUTOFF_BYTES,
 };

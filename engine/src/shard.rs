@@ -405,6 +405,18 @@ impl<W: Wal> Shard<W> {
         }
     }
 
+    /// Whether the active WAL has passed a rotation threshold (the write path's check: no
+    /// allocation, unlike [`Shard::shape`]).
+    pub fn active_should_rotate(&self, o: &crate::policy::PolicyOptions) -> bool {
+        let st = self.state.read();
+        let shape = ShardShape {
+            active_bytes: st.active.wal_bytes(),
+            active_entries: st.active.len() as u64,
+            ..ShardShape::default()
+        };
+        crate::policy::should_rotate(&shape, o)
+    }
+
     /// WAL bytes of the frozen memtables (this shard's share of the WAL debt).
     pub fn frozen_wal_bytes(&self) -> u64 {
         self.state.read().frozen.iter().map(|m| m.wal_bytes()).sum()

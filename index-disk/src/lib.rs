@@ -18,8 +18,8 @@ use std::path::Path;
 
 use fastbloom::BloomFilter;
 use strata_engine::{
-    checksum, Error, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, Result,
-    RunIdentity, Span, MAX_KEY_BYTES,
+    Error, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, Result, RunIdentity, Span,
+    MAX_KEY_BYTES,
 };
 
 /// The kind recorded in manifests for this index.
@@ -47,6 +47,10 @@ const D_KEY_BYTES: usize = D_FILTER_WORDS + 8;
 /// and an 8-byte checksum of everything before it.
 pub const DISK_HEADER_BYTES: usize = D_KEY_BYTES + 8;
 const _: () = assert!(DISK_HEADER_BYTES == 88);
+const _: () = assert!(
+    D_RUN_ID == strata_engine::index::INDEX_IDENTITY_OFFSET
+        && D_VERSION == strata_engine::index::INDEX_VERSION_OFFSET
+);
 
 /// Most hash functions a stored filter may claim.
 pub const MAX_FILTER_HASHES: u32 = 64;
@@ -109,11 +113,7 @@ impl IndexBuilder for DiskIndexBuilder {
         h[D_MAGIC..D_MAGIC + 8].copy_from_slice(&DISK_MAGIC);
         h[D_VERSION..D_VERSION + 4].copy_from_slice(&DISK_VERSION.to_le_bytes());
         h[D_PAGE_EXP] = self.page_exp;
-        h[D_RUN_ID..D_RUN_ID + 8].copy_from_slice(&run.run_id.to_le_bytes());
-        h[D_RUN_DATA_END..D_RUN_DATA_END + 8].copy_from_slice(&run.data_end.to_le_bytes());
-        h[D_RUN_FILE_LEN..D_RUN_FILE_LEN + 8].copy_from_slice(&run.file_len.to_le_bytes());
-        h[D_RUN_FOOTER_SUM..D_RUN_FOOTER_SUM + 8]
-            .copy_from_slice(&run.footer_checksum.to_le_bytes());
+        h[D_RUN_ID..D_RUN_ID + RunIdentity::ENCODED_BYTES].copy_from_slice(&run.encode());
         h[D_KEY_COUNT..D_KEY_COUNT + 8].copy_from_slice(&self.keys.to_le_bytes());
         h[D_PAGE_COUNT..D_PAGE_COUNT + 8]
             .copy_from_slice(&(self.page_offsets.len() as u64).to_le_bytes());
@@ -243,44 +243,14 @@ impl DiskIndex {
     fn decode(map: Bytes, path: &Path, run: &RunIdentity, page_exp: u8) -> Result<DiskIndex> {
         let what = "disk index";
         let bytes: &[u8] = &map;
-        if bytes.len() < DISK_HEADER_BYTES + 8 {
-            return Err(Error::corrupt(
-                path,
-                0,
-                what,
-                format!("{} bytes is shorter than header and checksum", bytes.len()),
-            ));
-        }
-        if bytes[D_MAGIC..D_MAGIC + 8] != DISK_MAGIC {
-            return Err(Error::corrupt(
-                path,
-                0,
-                what,
-                "bad magic: not a disk index file",
-            ));
-        }
-        let version =
-            u32::from_le_bytes(bytes[D_VERSION..D_VERSION + 4].try_into().expect("4 bytes"));
-        if version != DISK_VERSION {
-            return Err(Error::UnsupportedVersion {
-                file: path.into(),
-                what,
-                found: version,
-                supported: DISK_VERSION,
-            });
-        }
-        let body_end = bytes.len() - 8;
-        let expected = u64_at(bytes, body_end);
-        let actual = checksum(&bytes[..body_end]);
-        if expected != actual {
-            return Err(Error::ChecksumMismatch {
-                file: path.into(),
-                offset: body_end as u64,
-                what,
-                expected,
-                actual,
-            });
-        }
+        let body_end = strata_engine::check_index_frame(
+            bytes,
+            path,
+            what,
+            (DISK_MAGIC, DISK_VERSION),
+            DISK_HEADER_BYTES,
+            Some(run),
+        )?;
         if bytes[D_PAGE_EXP] != page_exp {
             return Err(Error::corrupt(
                 path,
@@ -290,20 +260,6 @@ impl DiskIndex {
                     "built for pages of 2^{} bytes, the options ask for 2^{page_exp}",
                     bytes[D_PAGE_EXP]
                 ),
-            ));
-        }
-        let stored = RunIdentity {
-            run_id: u64_at(bytes, D_RUN_ID),
-            data_end: u64_at(bytes, D_RUN_DATA_END),
-            file_len: u64_at(bytes, D_RUN_FILE_LEN),
-            footer_checksum: u64_at(bytes, D_RUN_FOOTER_SUM),
-        };
-        if stored != *run {
-            return Err(Error::corrupt(
-                path,
-                D_RUN_ID as u64,
-                what,
-                format!("belongs to another run ({stored:?}, expected {run:?})"),
             ));
         }
         let keys = u64_at(bytes, D_KEY_COUNT);
@@ -503,12 +459,7 @@ pub fn check_index_bytes(bytes: &[u8], path: &Path) -> Result<u64> {
             "shorter than its header",
         ));
     }
-    let run = RunIdentity {
-        run_id: u64_at(bytes, D_RUN_ID),
-        data_end: u64_at(bytes, D_RUN_DATA_END),
-        file_len: u64_at(bytes, D_RUN_FILE_LEN),
-        footer_checksum: u64_at(bytes, D_RUN_FOOTER_SUM),
-    };
+    let run = RunIdentity::decode(&bytes[D_RUN_ID..]);
     DiskIndex::from_bytes(bytes.to_vec(), path, &run, bytes[D_PAGE_EXP]).map(|i| i.keys)
 }
 

@@ -8,8 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use strata_engine::{
-    checksum, Error, Index, IndexBuilder, IndexFactory, IndexKind, Result, RunIdentity, Span,
-    MAX_KEY_BYTES,
+    Error, Index, IndexBuilder, IndexFactory, IndexKind, Result, RunIdentity, Span, MAX_KEY_BYTES,
 };
 
 /// The kind recorded in manifests for this index.
@@ -30,6 +29,10 @@ const I_COUNT: usize = I_RUN_FOOTER_SUM + 8;
 /// Bytes of the index file header; entries follow, then an 8-byte checksum of everything.
 pub const INMEM_HEADER_BYTES: usize = I_COUNT + 8;
 const _: () = assert!(INMEM_HEADER_BYTES == 56);
+const _: () = assert!(
+    I_RUN_ID == strata_engine::index::INDEX_IDENTITY_OFFSET
+        && I_VERSION == strata_engine::index::INDEX_VERSION_OFFSET
+);
 /// Bytes per entry besides its key: `u16` key length and `u64` offset.
 pub const ENTRY_FIXED_BYTES: usize = 2 + 8;
 
@@ -78,11 +81,7 @@ impl IndexBuilder for InMemoryIndexBuilder {
         let mut h = [0u8; INMEM_HEADER_BYTES];
         h[I_MAGIC..I_MAGIC + 8].copy_from_slice(&INMEM_MAGIC);
         h[I_VERSION..I_VERSION + 4].copy_from_slice(&INMEM_VERSION.to_le_bytes());
-        h[I_RUN_ID..I_RUN_ID + 8].copy_from_slice(&run.run_id.to_le_bytes());
-        h[I_RUN_DATA_END..I_RUN_DATA_END + 8].copy_from_slice(&run.data_end.to_le_bytes());
-        h[I_RUN_FILE_LEN..I_RUN_FILE_LEN + 8].copy_from_slice(&run.file_len.to_le_bytes());
-        h[I_RUN_FOOTER_SUM..I_RUN_FOOTER_SUM + 8]
-            .copy_from_slice(&run.footer_checksum.to_le_bytes());
+        h[I_RUN_ID..I_RUN_ID + RunIdentity::ENCODED_BYTES].copy_from_slice(&run.encode());
         h[I_COUNT..I_COUNT + 8].copy_from_slice(&(self.index.entries.len() as u64).to_le_bytes());
         put(&h, out)?;
         for i in 0..self.index.entries.len() {
@@ -123,59 +122,15 @@ impl InMemoryIndex {
     /// Decodes an index file's bytes, checking everything against `run`.
     pub fn decode(bytes: &[u8], path: &Path, run: &RunIdentity) -> Result<InMemoryIndex> {
         let what = "in-memory index";
-        if bytes.len() < INMEM_HEADER_BYTES + 8 {
-            return Err(Error::corrupt(
-                path,
-                0,
-                what,
-                format!("{} bytes is shorter than header and checksum", bytes.len()),
-            ));
-        }
-        if bytes[I_MAGIC..I_MAGIC + 8] != INMEM_MAGIC {
-            return Err(Error::corrupt(
-                path,
-                0,
-                what,
-                "bad magic: not an in-memory index file",
-            ));
-        }
+        let body_end = strata_engine::check_index_frame(
+            bytes,
+            path,
+            what,
+            (INMEM_MAGIC, INMEM_VERSION),
+            INMEM_HEADER_BYTES,
+            Some(run),
+        )?;
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        let version =
-            u32::from_le_bytes(bytes[I_VERSION..I_VERSION + 4].try_into().expect("4 bytes"));
-        if version != INMEM_VERSION {
-            return Err(Error::UnsupportedVersion {
-                file: path.into(),
-                what,
-                found: version,
-                supported: INMEM_VERSION,
-            });
-        }
-        let body_end = bytes.len() - 8;
-        let expected = u64_at(body_end);
-        let actual = checksum(&bytes[..body_end]);
-        if expected != actual {
-            return Err(Error::ChecksumMismatch {
-                file: path.into(),
-                offset: body_end as u64,
-                what,
-                expected,
-                actual,
-            });
-        }
-        let stored = RunIdentity {
-            run_id: u64_at(I_RUN_ID),
-            data_end: u64_at(I_RUN_DATA_END),
-            file_len: u64_at(I_RUN_FILE_LEN),
-            footer_checksum: u64_at(I_RUN_FOOTER_SUM),
-        };
-        if stored != *run {
-            return Err(Error::corrupt(
-                path,
-                I_RUN_ID as u64,
-                what,
-                format!("belongs to another run ({stored:?}, expected {run:?})"),
-            ));
-        }
         let count = u64_at(I_COUNT);
         if count > (body_end - INMEM_HEADER_BYTES) as u64 / ENTRY_FIXED_BYTES as u64 {
             return Err(Error::corrupt(
@@ -235,17 +190,7 @@ impl InMemoryIndex {
 /// framing, version, checksum, entry order. Returns the number of keys. Used by the fuzzer and
 /// by verification.
 pub fn check_index_bytes(bytes: &[u8], path: &Path) -> Result<u64> {
-    let u64_at = |at: usize| {
-        bytes
-            .get(at..at + 8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    };
-    let stored = RunIdentity {
-        run_id: u64_at(I_RUN_ID),
-        data_end: u64_at(I_RUN_DATA_END),
-        file_len: u64_at(I_RUN_FILE_LEN),
-        footer_checksum: u64_at(I_RUN_FOOTER_SUM),
-    };
+    let stored = RunIdentity::decode(bytes.get(I_RUN_ID..).unwrap_or_default());
     InMemoryIndex::decode(bytes, path, &stored).map(|i| i.key_count())
 }
 

@@ -155,7 +155,7 @@ pub struct Sampler {
 
 impl Sampler {
     /// Starts sampling; `debt` is read at each sample.
-    pub fn start(debt: Arc<AtomicU64>) -> Sampler {
+    pub fn start(debt: Arc<dyn Fn() -> u64 + Send + Sync>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (s, v) = (stop.clone(), samples.clone());
@@ -165,7 +165,7 @@ impl Sampler {
                 let sample = Sample {
                     t_s: started.elapsed().as_secs_f64(),
                     rss: Rss::now(),
-                    wal_debt_bytes: debt.load(Ordering::Relaxed),
+                    wal_debt_bytes: debt(),
                 };
                 v.lock().expect("samples").push(sample);
                 std::thread::sleep(Duration::from_millis(SAMPLE_INTERVAL_MS));
@@ -288,9 +288,9 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
     };
     options.durability = p.durability;
     options.events = events.clone();
-    let db = Db::open(dir, options)?;
-    let debt = Arc::new(AtomicU64::new(0));
-    let sampler = Sampler::start(debt.clone());
+    let db = Arc::new(Db::open(dir, options)?);
+    let reader = db.clone();
+    let sampler = Sampler::start(Arc::new(move || reader.wal_debt_bytes()));
     let started = Instant::now();
     let mut rng = SmallRng::seed_from_u64(p.seed);
     let (mut payload_bytes, mut wal_bytes, mut written) = (0u64, 0u64, 0u64);
@@ -322,7 +322,6 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
                 .collect();
             db.write_ops(&ops)?;
             written += chunk.len() as u64;
-            debt.store(db.wal_debt_bytes(), Ordering::Relaxed);
             progress(written);
         }
         base = end;
@@ -345,8 +344,10 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
             )));
         }
     }
-    db.close()?;
     let samples = sampler.finish();
+    Arc::into_inner(db)
+        .expect("the sampler is stopped")
+        .close()?;
     let events = events.events();
     let compaction = compaction_figures(&events);
     Ok(IngestReport {
@@ -554,7 +555,8 @@ pub fn state(
         o
     };
     let debt = Arc::new(AtomicU64::new(0));
-    let sampler = Sampler::start(debt.clone());
+    let reader = debt.clone();
+    let sampler = Sampler::start(Arc::new(move || reader.load(Ordering::Relaxed)));
     let db = Db::open(dir, options())?;
     let started = Instant::now();
     let mut value = Vec::new();
