@@ -590,7 +590,7 @@ pub fn state(
                 "bench state: key {i} reads back wrong"
             )));
         }
-        if n % 100_000 == 0 {
+        if n.is_multiple_of(100_000) {
             progress("hits", n);
         }
     }
@@ -603,7 +603,7 @@ pub fn state(
                 "bench state: absent key {n} found"
             )));
         }
-        if n % 100_000 == 0 {
+        if n.is_multiple_of(100_000) {
             progress("misses", n);
         }
     }
@@ -630,7 +630,7 @@ pub fn state(
         let (key, _) = item?;
         debug_assert_eq!(key[0], STATE_SCAN_TYPE);
         scanned += 1;
-        if scanned % 65_536 == 0 {
+        if scanned.is_multiple_of(65_536) {
             peak_during = peak_during.max(Rss::now().vm_rss);
             progress("scan", scanned);
         }
