@@ -94,7 +94,7 @@ impl Encoding {
         if !self.hex {
             return Ok(s.as_bytes().to_vec());
         }
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(format!("hex {s:?} has an odd number of digits").into());
         }
         (0..s.len())
