@@ -36,7 +36,7 @@ fn build(policy: IndexPolicy) -> tempfile::TempDir {
     o.index_policy = policy;
     let db = Db::open(dir.path(), o).unwrap();
     for i in 0..2_000u32 {
-        db.put(&i.to_be_bytes(), &vec![i as u8; 100]).unwrap();
+        db.put(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
     }
     db.compact_all().unwrap();
     for i in 0..50u32 {
