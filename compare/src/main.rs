@@ -194,8 +194,10 @@ fn mib(b: u64) -> f64 {
 }
 
 fn ingest(engine: Engine, dir: &Path, blocks: u64) {
+    // Every engine reads back 200 random blocks after its peak RSS is taken.
     let p = IngestParams {
         blocks,
+        verify_blocks: 200,
         ..IngestParams::default()
     };
     if engine == Engine::Strata {

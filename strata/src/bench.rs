@@ -213,6 +213,9 @@ pub struct IngestParams {
     pub durability: Durability,
     /// Random seed.
     pub seed: u64,
+    /// Blocks read back and checked at the end (after the peak RSS is taken: reads are another
+    /// workload, whose index pages `bench state` measures).
+    pub verify_blocks: u64,
 }
 
 impl Default for IngestParams {
@@ -226,6 +229,7 @@ impl Default for IngestParams {
             shard_width: 10_000,
             durability: Durability::Buffered,
             seed: 1,
+            verify_blocks: 0,
         }
     }
 }
@@ -270,7 +274,7 @@ const WAL_RECORD_OVERHEAD_BYTES: usize =
 
 /// Runs the ingest into a new database at `dir`: keys are 8-byte big-endian block numbers,
 /// blocks shuffled within windows and written in batches, range shards, automatic compaction.
-/// Waits for compactions to finish, spot-checks 200 blocks, and reports. `progress` gets the
+/// Waits for compactions to finish, reads back `verify_blocks` random blocks, and reports. `progress` gets the
 /// number of blocks written after each batch.
 pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Result<IngestReport> {
     if p.min_value_bytes > p.max_value_bytes || p.window == 0 || p.batch == 0 || p.shard_width == 0
@@ -335,7 +339,7 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
     // Peak of the ingest itself; the verification reads below fault in index pages (the disk
     // index's working set, about 24 bytes per block here) that the ingest never needed.
     let peak_rss_bytes = Rss::now().vm_hwm;
-    for _ in 0..200.min(p.blocks) {
+    for _ in 0..p.verify_blocks.min(p.blocks) {
         let n = rng.random_range(0..p.blocks);
         block_value(p, n, &mut value);
         if db.get(&n.to_be_bytes())?.as_deref() != Some(value.as_slice()) {

@@ -182,6 +182,9 @@ struct IngestArgs {
     /// Durability of each batch.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
+    /// Read back and check this many random blocks at the end (after peak RSS is taken).
+    #[arg(long, default_value_t = 0)]
+    verify: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -366,6 +369,7 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
             DurabilityArg::Periodic => Durability::Periodic { interval_ms: 1000 },
         },
         seed: a.common.seed,
+        verify_blocks: a.verify,
     };
     let quiet = a.common.json;
     let mut progress = Progress::new(a.blocks, quiet);

@@ -34,6 +34,7 @@ fn main() {
         Some("ingest") => {
             let params = strata::bench::IngestParams {
                 blocks: args[3].parse().expect("BLOCKS"),
+                verify_blocks: 200,
                 ..Default::default()
             };
             let r =
