@@ -62,15 +62,12 @@ const _: () = assert!(RUN_FOOTER_BYTES == 64);
 
 /// Bytes of the write buffer of a [`RunWriter`].
 pub const RUN_WRITE_BUFFER_BYTES: usize = 64 << 10;
-/// Records at least this long (a page) are released from the process's page tables after a
-/// point read or scan copies them out (`MADV_DONTNEED`; the page cache keeps them), so that
-/// reading large values through the map does not pile up resident file pages. Small records
-/// (ledger entries) stay mapped: their pages are the read cache.
-pub const RELEASE_AFTER_READ_BYTES: u64 = 4 << 10;
-
-/// The kernel maps pages around a faulting one in windows of this size (fault-around); a
-/// release covers the whole windows a record touched.
+/// The kernel maps pages around a faulting one in windows of this size (fault-around); scans
+/// release whole windows.
 pub const FAULT_AROUND_BYTES: u64 = 64 << 10;
+
+/// A scan drops the run bytes it has passed from the page tables every this many bytes.
+pub const SCAN_RELEASE_WINDOW_BYTES: u64 = 1 << 20;
 
 /// Bytes of the read buffer of a [`RunStream`].
 pub const RUN_READ_BUFFER_BYTES: usize = 64 << 10;
@@ -563,8 +560,23 @@ pub struct RecordRef<'a> {
 
 /// Parses and checks the record at `offset` of `data` (bytes `[0, data_end)` of a run file).
 pub fn parse_record<'a>(data: &'a [u8], path: &Path, offset: u64) -> Result<RecordRef<'a>> {
-    let start = usize::try_from(offset)
-        .map_err(|_| Error::corrupt(path, offset, "run record", "offset beyond address space"))?;
+    parse_record_at(data, 0, path, offset)
+}
+
+/// [`parse_record`] over `data` holding the run's bytes from offset `base` on. Offsets in the
+/// result and in errors are the run's.
+pub fn parse_record_at<'a>(
+    data: &'a [u8],
+    base: u64,
+    path: &Path,
+    offset: u64,
+) -> Result<RecordRef<'a>> {
+    let start = offset
+        .checked_sub(base)
+        .and_then(|o| usize::try_from(o).ok())
+        .ok_or_else(|| {
+            Error::corrupt(path, offset, "run record", "offset outside the bytes read")
+        })?;
     let head = data
         .get(start..start.saturating_add(RECORD_HEADER_BYTES))
         .ok_or_else(|| {
@@ -604,7 +616,7 @@ pub fn parse_record<'a>(data: &'a [u8], path: &Path, offset: u64) -> Result<Reco
         key: &data[key_start..value_start],
         value: &data[value_start..sum_start],
         offset,
-        next: end as u64,
+        next: base + end as u64,
     })
 }
 
@@ -677,6 +689,8 @@ pub struct Run {
     path: PathBuf,
     index_path: PathBuf,
     map: memmap2::Mmap,
+    /// The same file, for point reads with `pread` (they leave nothing mapped behind).
+    file: File,
     footer: RunFooter,
     identity: RunIdentity,
     index: Box<dyn Index>,
@@ -738,6 +752,7 @@ impl Run {
             index_path: dir.join(index_file_name(id)),
             path,
             map,
+            file,
             footer,
             identity,
             index,
@@ -809,36 +824,65 @@ impl Run {
         Ok(None)
     }
 
-    /// The newest version of `key` in this run, copied out: its kind and value. A large record
-    /// is released from the page tables after the copy (see [`RELEASE_AFTER_READ_BYTES`]).
+    /// The newest version of `key` in this run, copied out: its kind and value. Reads the span
+    /// the index gives with `pread` (records crossing its end included), so point reads leave
+    /// no mapped pages behind: resident memory does not grow with the data looked up.
     pub fn get_owned(&self, key: &[u8]) -> Result<Option<(EntryKind, Vec<u8>)>> {
-        let Some(rec) = self.get(key)? else {
+        use std::os::unix::fs::FileExt;
+        if !self.index.may_contain(key) {
+            return Ok(None);
+        }
+        let Some(span) = self.index.locate(key) else {
             return Ok(None);
         };
-        let out = (rec.meta.kind, rec.value.to_vec());
-        self.release(rec.offset, rec.next - rec.offset);
-        Ok(Some(out))
+        let data_end = self.footer.data_end;
+        let end = span.end.min(data_end);
+        let base = span.start;
+        let mut buf: Vec<u8> = Vec::new();
+        // Grows `buf` (the run's bytes from `base` on) to cover `upto`, reading only what is missing.
+        let cover = |buf: &mut Vec<u8>, upto: u64| -> Result<()> {
+            let have = base + buf.len() as u64;
+            if upto > have {
+                let upto = upto.min(data_end);
+                let old = buf.len();
+                buf.resize((upto - base) as usize, 0);
+                self.file
+                    .read_exact_at(&mut buf[old..], have)
+                    .map_err(|e| Error::io("reading", &self.path, e))?;
+                self.bytes_touched.fetch_add(upto - have, Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        cover(&mut buf, end.max(base + RECORD_HEADER_BYTES as u64))?;
+        let mut offset = span.start;
+        while offset < end {
+            cover(&mut buf, offset + RECORD_HEADER_BYTES as u64)?;
+            let head = &buf[(offset - base) as usize..];
+            let meta = RecordMeta::decode(head, &self.path, offset)?;
+            cover(&mut buf, offset + meta.record_len())?;
+            let rec = parse_record_at(&buf, base, &self.path, offset)?;
+            match rec.key.cmp(key) {
+                std::cmp::Ordering::Less => offset = rec.next,
+                std::cmp::Ordering::Equal => return Ok(Some((rec.meta.kind, rec.value.to_vec()))),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
-    /// Drops the fault-around windows covering `[offset, offset + len)` from this process's
-    /// page tables when `len` is at least [`RELEASE_AFTER_READ_BYTES`]. Best effort.
-    pub fn release(&self, offset: u64, len: u64) {
-        if len < RELEASE_AFTER_READ_BYTES {
-            return;
-        }
-        let start = offset / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
-        let end = (offset + len)
-            .div_ceil(FAULT_AROUND_BYTES)
-            .saturating_mul(FAULT_AROUND_BYTES)
-            .min(self.map.len() as u64);
+    /// Drops `[start, end)` (page-aligned inward) from this process's page tables. Best effort.
+    pub fn release_range(&self, start: u64, end: u64) {
+        const PAGE: u64 = 4096;
+        let start = start.div_ceil(PAGE) * PAGE;
+        let end = (end.min(self.map.len() as u64) / PAGE) * PAGE;
         if end > start {
             #[expect(
                 unsafe_code,
                 reason = "MADV_DONTNEED on a read-only shared file mapping"
             )]
-            // SAFETY: the map is a read-only MAP_SHARED mapping of a file strata never changes;
-            // dropping its pages only makes the next access read them again from the page cache.
-            // No reference into the range outlives this call's callers (values are copied out).
+            // SAFETY: a read-only MAP_SHARED mapping of a file strata never changes; dropping
+            // pages only makes the next access read them again from the page cache. Records a
+            // scan yielded were copied out.
             let _ = unsafe {
                 self.map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,

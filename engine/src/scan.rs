@@ -23,6 +23,8 @@ enum Source<W: Wal> {
         offset: u64,
         end: Bound<Vec<u8>>,
         cur: Option<RunCur>,
+        /// Run bytes before this are released from the page tables.
+        released: u64,
     },
 }
 
@@ -52,8 +54,17 @@ impl<W: Wal> Source<W> {
                 offset,
                 end,
                 cur,
+                released,
             } => {
                 *cur = None;
+                // Drop what the scan has passed from the page tables, a window at a time, so
+                // that a scan keeps about one window of each run resident.
+                if *offset >= *released + crate::run::SCAN_RELEASE_WINDOW_BYTES {
+                    let upto =
+                        *offset / crate::run::FAULT_AROUND_BYTES * crate::run::FAULT_AROUND_BYTES;
+                    run.release_range(*released, upto);
+                    *released = upto;
+                }
                 if *offset >= run.data_end() {
                     return Ok(None);
                 }
@@ -91,11 +102,7 @@ impl<W: Wal> Source<W> {
                 let c = cur.expect("positioned");
                 match c.kind {
                     EntryKind::Delete => Ok(None),
-                    EntryKind::Put => {
-                        let value = run.bytes(c.value_offset, c.value_len).to_vec();
-                        run.release(c.value_offset, c.value_len as u64);
-                        Ok(Some(value))
-                    }
+                    EntryKind::Put => Ok(Some(run.bytes(c.value_offset, c.value_len).to_vec())),
                 }
             }
         }
@@ -139,11 +146,14 @@ impl<W: Wal> Scan<W> {
                     }
                     Bound::Unbounded => crate::run::RUN_HEADER_BYTES as u64,
                 };
+                let released =
+                    offset / crate::run::FAULT_AROUND_BYTES * crate::run::FAULT_AROUND_BYTES;
                 sources.push(Source::Run {
                     run,
                     offset,
                     end: end.clone(),
                     cur: None,
+                    released,
                 });
             }
         }
