@@ -274,8 +274,12 @@ impl<W: Wal> Engine<W> {
             shards.insert(shard.id, Arc::new(shard));
         }
         let c = options.compaction;
-        let gate = StallGate::new(c.stall_slowdown_bytes, c.stall_stop_bytes);
-        gate.add_debt(shards.values().map(|s| s.frozen_wal_bytes()).sum());
+        let gate = StallGate::new(c.stall_slowdown_bytes, c.stall_stop_bytes)
+            .with_memtable_limit(c.stall_stop_memtable_bytes);
+        gate.add(
+            shards.values().map(|s| s.frozen_wal_bytes()).sum(),
+            shards.values().map(|s| s.frozen_memory_bytes()).sum(),
+        );
         let highest_shard = match options.sharding {
             Sharding::Range { .. } => shards.keys().next_back().map_or(0, |id| id.0),
             _ => 0,
@@ -427,7 +431,8 @@ impl<W: Wal> Engine<W> {
             shard.write(&ops, durability)?;
             if auto {
                 if shard.active_should_rotate(&self.inner.options.compaction.policy) {
-                    self.inner.gate.add_debt(shard.freeze()?);
+                    let (wal, memory) = shard.freeze()?;
+                    self.inner.gate.add(wal, memory);
                     self.inner.enqueue(id);
                 }
                 if let Sharding::Range { .. } = self.inner.options.sharding {
@@ -441,18 +446,15 @@ impl<W: Wal> Engine<W> {
     /// Slows or stops this writer while WAL debt is over the thresholds.
     fn pass_stall_gate(&self, shard: ShardId) {
         let c = &self.inner.options.compaction;
-        let debt = self.inner.gate.debt();
-        if debt < c.stall_slowdown_bytes {
-            return;
-        }
-        if debt >= c.stall_stop_bytes {
+        let gate = &self.inner.gate;
+        if gate.would_wait() {
             self.inner.options.events.event(&Event::WriteStallStart {
                 shard,
-                wal_debt_bytes: debt,
+                wal_debt_bytes: gate.debt(),
             });
         }
         let started = std::time::Instant::now();
-        match self.inner.gate.admit() {
+        match gate.admit() {
             Admission::Free => {}
             Admission::Slow => std::thread::sleep(Duration::from_micros(c.stall_slowdown_delay_us)),
             Admission::Waited => {

@@ -154,6 +154,10 @@ pub struct CompactionOptions {
     pub stall_stop_bytes: u64,
     /// Delay of a slowed write, in microseconds (default 1,000).
     pub stall_slowdown_delay_us: u64,
+    /// Memory of frozen memtables from which writers wait for compaction, and from half of
+    /// which they are slowed (default 64 MiB). Bounds memtable memory for small entries, where
+    /// the WAL-byte thresholds admit millions of keys.
+    pub stall_stop_memtable_bytes: u64,
 }
 
 impl Default for CompactionOptions {
@@ -164,6 +168,7 @@ impl Default for CompactionOptions {
             stall_slowdown_bytes: 256 << 20,
             stall_stop_bytes: 512 << 20,
             stall_slowdown_delay_us: 1_000,
+            stall_stop_memtable_bytes: 64 << 20,
         }
     }
 }

@@ -375,15 +375,16 @@ impl<W: Wal> Shard<W> {
     }
 
     /// Freezes the active memtable if it holds anything: rotates the WAL. Returns the WAL bytes
-    /// frozen (what the caller adds to the WAL debt), 0 when the memtable was empty.
-    pub fn freeze(&self) -> Result<u64> {
+    /// and memtable bytes frozen (what the caller adds to the stall gate), zeros when the
+    /// memtable was empty.
+    pub fn freeze(&self) -> Result<(u64, u64)> {
         let mut st = self.state.write();
         if st.active.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let seg = self.wal.rotate().map_err(|e| self.poison(e))?;
         let old = std::mem::replace(&mut st.active, Arc::new(Memtable::new(seg)));
-        let bytes = old.wal_bytes();
+        let bytes = (old.wal_bytes(), old.memory_bytes());
         st.frozen.insert(0, old);
         drop(st);
         self.events.event(&Event::WalRotated {
@@ -417,6 +418,16 @@ impl<W: Wal> Shard<W> {
         crate::policy::should_rotate(&shape, o)
     }
 
+    /// Memory of the frozen memtables.
+    pub fn frozen_memory_bytes(&self) -> u64 {
+        self.state
+            .read()
+            .frozen
+            .iter()
+            .map(|m| m.memory_bytes())
+            .sum()
+    }
+
     /// WAL bytes of the frozen memtables (this shard's share of the WAL debt).
     pub fn frozen_wal_bytes(&self) -> u64 {
         self.state.read().frozen.iter().map(|m| m.wal_bytes()).sum()
@@ -446,7 +457,7 @@ impl<W: Wal> Shard<W> {
                 shard: self.id,
                 error: e.to_string(),
             });
-            gate.remove_debt(self.frozen_wal_bytes());
+            gate.remove(self.frozen_wal_bytes(), self.frozen_memory_bytes());
             return Err(self.poison(e));
         }
         result
@@ -463,7 +474,8 @@ impl<W: Wal> Shard<W> {
             return Ok(CompactionReport::default());
         };
         if plan.freeze_active {
-            gate.add_debt(self.freeze()?);
+            let (wal, memory) = self.freeze()?;
+            gate.add(wal, memory);
         }
         let (frozen, runs) = {
             let st = self.state.read();
@@ -477,6 +489,7 @@ impl<W: Wal> Shard<W> {
         let drop_tombstones = older.is_empty();
         let started = Instant::now();
         let wal_bytes: u64 = frozen.iter().map(|m| m.wal_bytes()).sum();
+        let memtable_bytes: u64 = frozen.iter().map(|m| m.memory_bytes()).sum();
         let bytes_in = wal_bytes + inputs.iter().map(|r| r.file_len()).sum::<u64>();
         self.events.event(&Event::CompactionStart {
             shard: self.id,
@@ -556,7 +569,7 @@ impl<W: Wal> Shard<W> {
             run.mark_obsolete();
             self.name_of_kind.lock().remove(&run.id());
         }
-        gate.remove_debt(wal_bytes);
+        gate.remove(wal_bytes, memtable_bytes);
         self.compaction_buffer_peak
             .fetch_max(report.buffer_bytes, Ordering::Relaxed);
         report.duration = started.elapsed();

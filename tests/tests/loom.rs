@@ -143,3 +143,23 @@ fn opening_the_stall_gate_releases_waiters() {
         assert_eq!(gate.debt(), 50, "opening drops nothing");
     });
 }
+
+#[test]
+fn the_frozen_memtable_limit_stops_writers_and_compaction_releases_them() {
+    model(|| {
+        let gate = loom::sync::Arc::new(StallGate::new(1 << 40, 1 << 40).with_memtable_limit(10));
+        gate.add(0, 12);
+        let g = gate.clone();
+        let waiter = loom::thread::spawn(move || g.admit());
+        gate.remove(0, 5);
+        // It waited and was released, or came after the removal (7 is over half: slowed).
+        let a = waiter.join().unwrap();
+        assert!(matches!(a, Admission::Waited | Admission::Slow), "{a:?}");
+        assert_eq!(gate.memtable_bytes(), 7);
+        assert_eq!(
+            gate.admit(),
+            Admission::Slow,
+            "over half the limit: slowed, not stopped"
+        );
+    });
+}
