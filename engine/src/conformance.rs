@@ -232,6 +232,59 @@ pub mod bench_support {
         )
     }
 
+    /// The whole index benchmark for `factory`, at every size of [`sizes`]: prints build and
+    /// rebuild time, bytes per key, false-positive rate and run bytes per lookup, and times
+    /// present and absent lookups and loading the index file with criterion.
+    pub fn bench_index(c: &mut criterion::Criterion, name: &str, factory: &dyn IndexFactory) {
+        for n in sizes() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (run, built) = build_run(dir.path(), factory, n);
+            let index_path = dir.path().join(index_file_name(1));
+            let file_bytes = std::fs::metadata(&index_path).expect("index file").len();
+            let fp = false_positive_rate(&run, n, 1_000_000.min(n));
+            let (touched_present, touched_absent) =
+                bytes_touched_per_lookup(&run, n, 100_000.min(n));
+            let started = Instant::now();
+            drop(crate::run::rebuild_index(dir.path(), 1, factory).expect("rebuild"));
+            let rebuild = started.elapsed();
+            println!(
+                "{name} index, {n} keys: build {:.2} s, rebuild from run {:.2} s, memory {:.3} bytes/key, file {:.3} bytes/key, \
+                 false positives {:.3}%, run bytes per present lookup {touched_present:.0}, per absent lookup {touched_absent:.1}",
+                built.as_secs_f64(),
+                rebuild.as_secs_f64(),
+                run.index().memory_bytes() as f64 / n as f64,
+                file_bytes as f64 / n as f64,
+                fp * 100.0
+            );
+            let mut g = c.benchmark_group(format!("{name}/{n}"));
+            g.throughput(criterion::Throughput::Elements(1));
+            let mut i = 0u64;
+            let mut next = move || {
+                i = i
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407)
+                    % n;
+                i
+            };
+            g.bench_function("get_present", |b| {
+                b.iter(|| run.get(&present_key(next())).expect("get").is_some())
+            });
+            g.bench_function("get_absent", |b| {
+                b.iter(|| run.get(&absent_key(next())).expect("get").is_none())
+            });
+            g.sample_size(10);
+            g.bench_function("load_from_file", |b| {
+                b.iter(|| {
+                    factory
+                        .load(&index_path, &run.identity())
+                        .expect("load")
+                        .key_count()
+                })
+            });
+            g.finish();
+        }
+    }
+
     /// Key counts to benchmark: `STRATA_BENCH_KEYS` (comma-separated), default 1M and 10M.
     pub fn sizes() -> Vec<u64> {
         std::env::var("STRATA_BENCH_KEYS")
