@@ -24,8 +24,6 @@ struct State {
     queued: BTreeSet<ShardId>,
     /// The shard being compacted.
     running: Option<ShardId>,
-    /// Jobs finished (including failed ones).
-    done: u64,
     shutdown: bool,
 }
 
@@ -66,11 +64,6 @@ impl ThreadCompactor {
             worker: Mutex::new(Some(worker)),
         }
     }
-
-    /// Jobs finished so far.
-    pub fn jobs_done(&self) -> u64 {
-        self.shared.state.lock().done
-    }
 }
 
 fn worker_loop(shared: &Shared, rx: &Receiver<ShardId>, target: &Weak<dyn CompactionTarget>) {
@@ -94,7 +87,6 @@ fn worker_loop(shared: &Shared, rx: &Receiver<ShardId>, target: &Weak<dyn Compac
         };
         let mut st = shared.state.lock();
         st.running = None;
-        st.done += 1;
         shared.changed.notify_all();
         if !alive {
             break;

@@ -34,7 +34,6 @@ pub struct Memtable {
     segment: SegmentId,
     map: RwLock<BTreeMap<Vec<u8>, MemEntry>>,
     bytes: AtomicU64,
-    value_bytes: AtomicU64,
     wal_bytes: AtomicU64,
     on_release: Mutex<Option<OnRelease>>,
 }
@@ -55,7 +54,6 @@ impl Memtable {
             segment,
             map: RwLock::new(BTreeMap::new()),
             bytes: AtomicU64::new(0),
-            value_bytes: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             on_release: Mutex::new(None),
         }
@@ -81,8 +79,6 @@ impl Memtable {
         match map.get_mut(key) {
             Some(old) if old.seq >= entry.seq => {}
             Some(old) => {
-                self.value_bytes
-                    .fetch_add(u64::from(entry.pos.value_len), Ordering::Relaxed);
                 *old = entry;
             }
             None => {
@@ -90,8 +86,6 @@ impl Memtable {
                     key.len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES,
                     Ordering::Relaxed,
                 );
-                self.value_bytes
-                    .fetch_add(u64::from(entry.pos.value_len), Ordering::Relaxed);
                 map.insert(key.to_vec(), entry);
             }
         }
@@ -144,11 +138,6 @@ impl Memtable {
     /// adds to the WAL debt.
     pub fn wal_bytes(&self) -> u64 {
         self.wal_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Bytes of the values it points to (in the WAL, not in memory).
-    pub fn value_bytes(&self) -> u64 {
-        self.value_bytes.load(Ordering::Relaxed)
     }
 
     /// Sets what to do when the last reference goes (delete the compacted WAL segment): readers
