@@ -1,0 +1,34 @@
+//! Stellar bucket files with stellar-core's semantics, for strata.
+//!
+//! - [`key`]: an encoding of `LedgerKey`s whose byte order is stellar-core's
+//!   `LedgerEntryIdCmp`, so a strata store (ordered by bytes) keeps ledger entries in the order
+//!   buckets do.
+//! - [`bucket`]: a streaming reader (plain or gzipped; checks record marks, decodes every
+//!   record, checks key order and the bucket's SHA-256) and a writer with its own record
+//!   framing. Entries keep their original XDR bytes; nothing is re-encoded.
+//! - [`merge`]: stellar-core's merge of an older and a newer bucket, streamed, byte-identical
+//!   output.
+//! - [`archive`]: history archive states, bucket paths, the bucket list's merge schedule and
+//!   the check that re-performs every merge an archive shows.
+//!
+//! Memory: a reader holds one record (at most [`MAX_RECORD_BYTES`]) and its key, plus a
+//! 64 KiB read buffer and the gzip decoder's window; a merge holds two readers and a 64 KiB
+//! write buffer. Nothing grows with the size of a bucket.
+
+pub mod archive;
+pub mod bucket;
+pub mod error;
+pub mod key;
+pub mod merge;
+
+pub use archive::{Archive, HistoryArchiveState};
+pub use bucket::{BucketMeta, BucketReader, BucketSummary, BucketWriter, EntryKind, Record};
+pub use error::{Error, Result};
+pub use stellar_xdr;
+
+/// The largest bucket record read or written, in bytes (a record mark can claim up to 2 GiB;
+/// stellar-core's largest entries, contract code, are far below this).
+pub const MAX_RECORD_BYTES: u32 = 16 << 20;
+
+/// The deepest nesting of XDR values a record may have (nested `ScVal` vectors and maps).
+pub const XDR_DEPTH_LIMIT: u32 = 500;

@@ -1,0 +1,114 @@
+//! stellar-core's bucket merge, streamed: two readers and a writer, one record of each in
+//! memory.
+//!
+//! The rules (stellar-core `BucketBase::merge`, `LiveBucket::mergeCasesWithEqualKeys`,
+//! `BucketOutputIterator`), for protocol 12 and later (no shadows):
+//!
+//! - The output's protocol version is the larger of the inputs' (`ledgerVersion` of their
+//!   METAENTRY; a bucket without one counts as 0). Its METAENTRY is written first, and only
+//!   when that version is 11 or more; its `ext` is the newer input's if that is v1, else the
+//!   older input's if that is v1, else v0.
+//! - Keys present in one input are copied. For equal keys (old, new): DEAD then INIT=x gives
+//!   LIVE=x; INIT=x then LIVE=y gives INIT=y; INIT then DEAD gives nothing; INIT over a
+//!   non-DEAD entry is an error; otherwise the newer entry wins.
+//! - Without `keep_tombstones` (the last level) no DEADENTRY is written.
+//! - An output without a single record (not even a METAENTRY) is the empty bucket, whose name
+//!   is all zeros.
+//!
+//! Entries are written with their original bytes; only the discriminant changes when a rule
+//! turns INIT into LIVE or LIVE into INIT.
+
+use std::cmp::Ordering;
+use std::path::Path;
+
+use crate::bucket::{BucketMeta, BucketReader, BucketSummary, BucketWriter, EntryKind, Record};
+use crate::error::{Error, Result};
+
+/// The first protocol version whose buckets carry INITENTRY and METAENTRY records.
+pub const FIRST_PROTOCOL_WITH_META: u32 = 11;
+
+/// Merges `old` and `new` (both positioned before their first entry, as
+/// [`BucketReader::open`] leaves them) into a bucket at `out`.
+pub fn merge(
+    mut old: BucketReader,
+    mut new: BucketReader,
+    out: &Path,
+    keep_tombstones: bool,
+) -> Result<BucketSummary> {
+    let mut writer = BucketWriter::create(out)?;
+    let version = old.ledger_version().max(new.ledger_version());
+    if version >= FIRST_PROTOCOL_WITH_META {
+        let ext = [new.meta(), old.meta()]
+            .into_iter()
+            .flatten()
+            .find(|m| m.ext_version() == 1)
+            .map_or_else(|| 0i32.to_be_bytes().to_vec(), |m| m.ext.clone());
+        let meta = BucketMeta {
+            ledger_version: version,
+            ext,
+        };
+        writer.put(&meta.record())?;
+    }
+    let put = |writer: &mut BucketWriter, kind: EntryKind, record: &Record<'_>| {
+        if kind == EntryKind::Dead && !keep_tombstones {
+            return Ok(());
+        }
+        writer.put_parts(&[&kind.tag().to_be_bytes(), record.payload()])
+    };
+    let mut has_old = old.advance()?;
+    let mut has_new = new.advance()?;
+    while has_old || has_new {
+        let order = match (old.current(), new.current()) {
+            (Some(o), Some(n)) => o.key.cmp(n.key),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                let o = old.current().expect("present");
+                put(&mut writer, o.kind, &o)?;
+                has_old = old.advance()?;
+            }
+            Ordering::Greater => {
+                let n = new.current().expect("present");
+                put(&mut writer, n.kind, &n)?;
+                has_new = new.advance()?;
+            }
+            Ordering::Equal => {
+                let o = old.current().expect("present");
+                let n = new.current().expect("present");
+                match (o.kind, n.kind) {
+                    (EntryKind::Dead, EntryKind::Init) => put(&mut writer, EntryKind::Live, &n)?,
+                    (_, EntryKind::Init) => {
+                        return Err(Error::MalformedMerge {
+                            old: old.path().to_path_buf(),
+                            old_offset: o.offset,
+                            new: new.path().to_path_buf(),
+                            new_offset: n.offset,
+                        })
+                    }
+                    (EntryKind::Init, EntryKind::Live) => put(&mut writer, EntryKind::Init, &n)?,
+                    (EntryKind::Init, EntryKind::Dead) => {}
+                    (_, kind) => put(&mut writer, kind, &n)?,
+                }
+                has_old = old.advance()?;
+                has_new = new.advance()?;
+            }
+        }
+    }
+    writer.finish()
+}
+
+/// Merges the bucket files `old` and `new` into `out`. With `expected` names, each input's
+/// SHA-256 is checked as it is read.
+pub fn merge_files(
+    old: &Path,
+    new: &Path,
+    expected: (Option<[u8; 32]>, Option<[u8; 32]>),
+    out: &Path,
+    keep_tombstones: bool,
+) -> Result<BucketSummary> {
+    let old = BucketReader::open(old, expected.0)?;
+    let new = BucketReader::open(new, expected.1)?;
+    merge(old, new, out, keep_tombstones)
+}
