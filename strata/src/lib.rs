@@ -22,6 +22,7 @@
 
 pub mod bench;
 pub mod report;
+pub mod stellar;
 pub mod verify;
 
 use std::ops::RangeBounds;

@@ -1,0 +1,542 @@
+//! Stellar ledger state on strata: a bucket list imported from a history archive, looked up by
+//! `LedgerKey` and scanned by entry type with stellar-core's semantics.
+//!
+//! # Layout
+//!
+//! The store is one strata database holding two kinds of keys:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `0x00` `"state"` | the current state ([`StoreState`], format below) |
+//! | `0x01`, generation (u64 BE), slot (u8), encoded `LedgerKey` | the bucket record's original XDR bytes (a `BucketEntry`) |
+//!
+//! A *slot* is a bucket's place in shadowing order, newest first: level 0 curr is slot 0,
+//! level 0 snap slot 1, level 1 curr slot 2, and so on (22 slots). The encoded key is
+//! [`strata_stellar::key`]'s, whose byte order is `LedgerEntryIdCmp`, so each slot of one
+//! generation is its bucket in bucket order, and one entry type is one contiguous range.
+//!
+//! The state value is: magic `SLST` (4 bytes), format version (u32 LE, 1), generation (u64 LE),
+//! checkpoint ledger (u32 LE), slot count (u8), then 32 bytes per slot: the bucket's name
+//! (all zeros for the empty bucket).
+//!
+//! # Atomic imports
+//!
+//! An import writes a new generation, syncs it, and then switches the state key to it in one
+//! synced write: readers only ever see the generation the state names, so a failed or
+//! interrupted import leaves nothing visible. The previous generation's keys (and any left by
+//! an interrupted import) are then deleted and compacted away.
+//!
+//! # Memory
+//!
+//! An import holds one bucket record and one write batch (at most [`IMPORT_BATCH_BYTES`]);
+//! a lookup holds one record; a type scan holds one record per non-empty slot plus the
+//! engine's scan buffers. None of it grows with the number of entries.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use strata_stellar::archive::Archive;
+use strata_stellar::bucket::{BucketReader, EntryKind, EMPTY_BUCKET};
+use strata_stellar::key::{encode_key, type_prefix};
+use strata_stellar::stellar_xdr::{LedgerEntryType, LedgerKey};
+
+use crate::{Batch, Db, Durability, Options};
+
+/// Bytes of keys and values buffered before an import writes a batch.
+pub const IMPORT_BATCH_BYTES: usize = 1 << 20;
+
+/// Slots of a bucket list (11 levels, curr and snap).
+pub const MAX_SLOTS: usize = 22;
+
+const STATE_KEY: &[u8] = b"\x00state";
+const DATA_TAG: u8 = 0x01;
+const STATE_MAGIC: &[u8; 4] = b"SLST";
+const STATE_VERSION: u32 = 1;
+/// Bytes before the encoded `LedgerKey` in a data key: tag, generation, slot.
+const DATA_KEY_HEADER: usize = 1 + 8 + 1;
+
+/// An error of the ledger store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bucket or archive file failed (names the file and offset).
+    #[error(transparent)]
+    Bucket(#[from] strata_stellar::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] crate::Error),
+    /// Nothing has been imported into the store yet.
+    #[error("{0}: no ledger state has been imported")]
+    Empty(PathBuf),
+    /// The store holds bytes that are not what this module writes.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The store's directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// More buckets than a bucket list has.
+    #[error("{0} buckets given, a bucket list has at most {MAX_SLOTS}")]
+    TooManyBuckets(usize),
+}
+
+/// A result with this module's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The imported state the store serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreState {
+    /// The generation of the data keys.
+    pub generation: u64,
+    /// The checkpoint ledger the bucket list is from.
+    pub checkpoint: u32,
+    /// Bucket names in shadowing order, newest first ([`EMPTY_BUCKET`] for empty ones).
+    pub slots: Vec<[u8; 32]>,
+}
+
+impl StoreState {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(21 + 32 * self.slots.len());
+        v.extend_from_slice(STATE_MAGIC);
+        v.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        v.extend_from_slice(&self.generation.to_le_bytes());
+        v.extend_from_slice(&self.checkpoint.to_le_bytes());
+        v.push(self.slots.len() as u8);
+        for s in &self.slots {
+            v.extend_from_slice(s);
+        }
+        v
+    }
+
+    fn decode(path: &Path, v: &[u8]) -> Result<StoreState> {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if v.len() < 21 || &v[..4] != STATE_MAGIC {
+            return Err(corrupt(format!(
+                "the state key holds {} bytes that are not a ledger store state",
+                v.len()
+            )));
+        }
+        let version = u32::from_le_bytes(v[4..8].try_into().expect("4 bytes"));
+        if version != STATE_VERSION {
+            return Err(corrupt(format!(
+                "ledger store state version {version}, this build reads {STATE_VERSION}"
+            )));
+        }
+        let count = v[20] as usize;
+        if count > MAX_SLOTS || v.len() != 21 + 32 * count {
+            return Err(corrupt(format!(
+                "ledger store state of {} bytes with {count} slots",
+                v.len()
+            )));
+        }
+        Ok(StoreState {
+            generation: u64::from_le_bytes(v[8..16].try_into().expect("8 bytes")),
+            checkpoint: u32::from_le_bytes(v[16..20].try_into().expect("4 bytes")),
+            slots: v[21..]
+                .chunks_exact(32)
+                .map(|c| c.try_into().expect("32 bytes"))
+                .collect(),
+        })
+    }
+}
+
+/// One bucket to import: its file (`None`: the empty bucket) and the SHA-256 it must have.
+#[derive(Debug, Clone)]
+pub struct BucketSource {
+    /// The bucket file, plain or gzipped; `None` for the empty bucket.
+    pub path: Option<PathBuf>,
+    /// The SHA-256 the bucket must have (its name), checked as it is read.
+    pub expected: Option<[u8; 32]>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The checkpoint ledger.
+    pub checkpoint: u32,
+    /// Non-empty buckets imported.
+    pub buckets: usize,
+    /// Entries imported (METAENTRY excluded).
+    pub entries: u64,
+    /// Uncompressed bucket bytes read.
+    pub bytes: u64,
+}
+
+fn data_prefix(generation: u64, slot: Option<u8>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(DATA_KEY_HEADER + 64);
+    k.push(DATA_TAG);
+    k.extend_from_slice(&generation.to_be_bytes());
+    if let Some(s) = slot {
+        k.push(s);
+    }
+    k
+}
+
+/// A bucket list's ledger state in a strata database. See the [module documentation](self).
+#[derive(Debug)]
+pub struct LedgerStore {
+    db: Db,
+    dir: PathBuf,
+    state: Option<StoreState>,
+}
+
+impl LedgerStore {
+    /// Opens (creating if missing) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LedgerStore> {
+        let mut options = Options::new();
+        options.create_if_missing = true;
+        Self::open_with(dir, options)
+    }
+
+    /// Opens the store in `dir` with `options` (index policy, compaction, ...).
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LedgerStore> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = Db::open(&dir, options)?;
+        let state = match db.get(STATE_KEY)? {
+            Some(v) => Some(StoreState::decode(&dir, &v)?),
+            None => None,
+        };
+        Ok(LedgerStore { db, dir, state })
+    }
+
+    /// The imported state, if any.
+    pub fn state(&self) -> Option<&StoreState> {
+        self.state.as_ref()
+    }
+
+    /// The underlying database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Closes the store.
+    pub fn close(self) -> Result<()> {
+        Ok(self.db.close()?)
+    }
+
+    /// Imports the bucket list of `checkpoint` (default: the archive's latest) from a history
+    /// archive, replacing what the store held. Every bucket's SHA-256 is checked against its
+    /// name.
+    pub fn import_archive(
+        &mut self,
+        archive: &Archive,
+        checkpoint: Option<u32>,
+    ) -> Result<ImportReport> {
+        let has = match checkpoint {
+            Some(c) => archive.state(c)?,
+            None => archive.latest()?,
+        };
+        let sources: Vec<BucketSource> = has
+            .slots()
+            .iter()
+            .map(|h| BucketSource {
+                path: (*h != EMPTY_BUCKET).then(|| archive.bucket_path(h)),
+                expected: Some(*h),
+            })
+            .collect();
+        self.import_buckets(has.current_ledger, &sources)
+    }
+
+    /// Imports buckets given in shadowing order (newest first), replacing what the store held.
+    /// On error nothing of the import is visible and the previous state is served unchanged.
+    pub fn import_buckets(
+        &mut self,
+        checkpoint: u32,
+        buckets: &[BucketSource],
+    ) -> Result<ImportReport> {
+        if buckets.len() > MAX_SLOTS {
+            return Err(Error::TooManyBuckets(buckets.len()));
+        }
+        let previous = self.state.as_ref().map(|s| s.generation);
+        let generation = previous.map_or(1, |g| g + 1);
+        // Keys of generations other than the current one are garbage from an interrupted
+        // import; nothing reads them.
+        self.delete_generations_except(previous)?;
+        let result = self.write_generation(generation, checkpoint, buckets);
+        let (report, slots) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Best effort: the keys are invisible either way, and the next import deletes
+                // whatever is left.
+                let _ = self.delete_range(&data_prefix(generation, None));
+                return Err(e);
+            }
+        };
+        self.db.sync()?;
+        let state = StoreState {
+            generation,
+            checkpoint,
+            slots,
+        };
+        let mut batch = Batch::new();
+        batch.put(STATE_KEY, state.encode());
+        self.db.write_batch_with(&batch, Durability::SyncPerBatch)?;
+        self.state = Some(state);
+        self.delete_generations_except(Some(generation))?;
+        self.db.compact_all()?;
+        Ok(report)
+    }
+
+    fn write_generation(
+        &self,
+        generation: u64,
+        checkpoint: u32,
+        buckets: &[BucketSource],
+    ) -> Result<(ImportReport, Vec<[u8; 32]>)> {
+        let mut report = ImportReport {
+            checkpoint,
+            buckets: 0,
+            entries: 0,
+            bytes: 0,
+        };
+        let mut slots = Vec::with_capacity(buckets.len());
+        for (slot, source) in buckets.iter().enumerate() {
+            let Some(path) = &source.path else {
+                slots.push(EMPTY_BUCKET);
+                continue;
+            };
+            let mut reader = BucketReader::open(path, source.expected)?;
+            let prefix = data_prefix(generation, Some(slot as u8));
+            let mut batch = Batch::new();
+            let mut batch_bytes = 0;
+            while let Some(record) = reader.next_record()? {
+                let mut key = prefix.clone();
+                key.extend_from_slice(record.key);
+                batch_bytes += key.len() + record.xdr.len();
+                batch.put(key, record.xdr);
+                if batch_bytes >= IMPORT_BATCH_BYTES || batch.len() >= crate::MAX_BATCH_OPS {
+                    self.db.write_batch_with(&batch, Durability::Buffered)?;
+                    batch = Batch::new();
+                    batch_bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                self.db.write_batch_with(&batch, Durability::Buffered)?;
+            }
+            report.buckets += 1;
+            report.entries += reader.records();
+            report.bytes += reader.offset();
+            slots.push(reader.finish()?);
+        }
+        Ok((report, slots))
+    }
+
+    /// Deletes every data key whose generation is not `keep`.
+    fn delete_generations_except(&self, keep: Option<u64>) -> Result<()> {
+        match keep {
+            None => self.delete_range(&[DATA_TAG]),
+            Some(g) => {
+                let start = data_prefix(0, None);
+                let end = data_prefix(g, None);
+                self.delete_between(Bound::Included(start), Bound::Excluded(end))?;
+                match g.checked_add(1) {
+                    Some(next) => self.delete_between(
+                        Bound::Included(data_prefix(next, None)),
+                        Bound::Excluded(vec![DATA_TAG + 1]),
+                    ),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn delete_range(&self, prefix: &[u8]) -> Result<()> {
+        let end = strata_engine::types::prefix_successor(prefix)
+            .map_or(Bound::Unbounded, Bound::Excluded);
+        self.delete_between(Bound::Included(prefix.to_vec()), end)
+    }
+
+    fn delete_between(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<()> {
+        let mut batch = Batch::new();
+        for item in self.db.range((start, end))? {
+            let (key, _) = item?;
+            batch.delete(key);
+            if batch.len() >= 4096 {
+                self.db.write_batch_with(&batch, Durability::Buffered)?;
+                batch = Batch::new();
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write_batch_with(&batch, Durability::Buffered)?;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Result<&StoreState> {
+        self.state
+            .as_ref()
+            .ok_or_else(|| Error::Empty(self.dir.clone()))
+    }
+
+    /// The ledger entry of `key` (its original XDR bytes), or `None` when no bucket holds the
+    /// key or the newest bucket that does holds a DEADENTRY.
+    pub fn get(&self, key: &LedgerKey) -> Result<Option<Vec<u8>>> {
+        let mut encoded = Vec::with_capacity(64);
+        encode_key(key, &mut encoded);
+        self.get_encoded(&encoded)
+    }
+
+    /// [`get`](Self::get) for each key of a batch (sorted or not), in the batch's order.
+    pub fn get_many(&self, keys: &[LedgerKey]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut encoded = Vec::with_capacity(64);
+        keys.iter()
+            .map(|k| {
+                encoded.clear();
+                encode_key(k, &mut encoded);
+                self.get_encoded(&encoded)
+            })
+            .collect()
+    }
+
+    fn get_encoded(&self, encoded: &[u8]) -> Result<Option<Vec<u8>>> {
+        let state = self.current()?;
+        let mut key = Vec::with_capacity(DATA_KEY_HEADER + encoded.len());
+        for (slot, name) in state.slots.iter().enumerate() {
+            if *name == EMPTY_BUCKET {
+                continue;
+            }
+            key.clear();
+            key.extend_from_slice(&data_prefix(state.generation, Some(slot as u8)));
+            key.extend_from_slice(encoded);
+            if let Some(record) = self.db.get(&key)? {
+                return match EntryKind::of_xdr(&record) {
+                    Some(EntryKind::Dead) => Ok(None),
+                    Some(_) => Ok(Some(record[4..].to_vec())),
+                    None => Err(self.bad_record(&key)),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    fn bad_record(&self, key: &[u8]) -> Error {
+        Error::Corrupt {
+            path: self.dir.clone(),
+            reason: format!(
+                "the record under key 0x{} is not a LIVE, INIT or DEAD bucket entry",
+                hex_string(key)
+            ),
+        }
+    }
+
+    /// Every live entry of one type, once each (the newest version; keys whose newest
+    /// version is a DEADENTRY are skipped), in `LedgerEntryIdCmp` order: a k-way merge of the
+    /// slots' ranges, holding one record per slot.
+    pub fn scan_type(&self, ty: LedgerEntryType) -> Result<TypeScan> {
+        let state = self.current()?;
+        let mut sources = Vec::new();
+        for (slot, name) in state.slots.iter().enumerate() {
+            if *name == EMPTY_BUCKET {
+                continue;
+            }
+            let mut prefix = data_prefix(state.generation, Some(slot as u8));
+            prefix.extend_from_slice(&type_prefix(ty));
+            sources.push(self.db.prefix(&prefix)?);
+        }
+        Ok(TypeScan {
+            heads: vec![None; sources.len()],
+            sources,
+            heap: BinaryHeap::new(),
+            started: false,
+            failed: false,
+            dir: self.dir.clone(),
+        })
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The iterator of [`LedgerStore::scan_type`]: `(encoded key, entry XDR bytes)` pairs.
+pub struct TypeScan {
+    sources: Vec<crate::Scan>,
+    /// The current record of each source (its value), in slot order (newest first).
+    heads: Vec<Option<Vec<u8>>>,
+    /// `(encoded LedgerKey, source)` of every source with a current record.
+    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    started: bool,
+    failed: bool,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for TypeScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypeScan")
+            .field("sources", &self.sources.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TypeScan {
+    fn pull(&mut self, i: usize) -> Result<()> {
+        match self.sources[i].next() {
+            Some(item) => {
+                let (key, value) = item?;
+                self.heads[i] = Some(value);
+                self.heap
+                    .push(Reverse((key[DATA_KEY_HEADER..].to_vec(), i)));
+            }
+            None => self.heads[i] = None,
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                self.pull(i)?;
+            }
+        }
+        while let Some(Reverse((key, i))) = self.heap.pop() {
+            // Older slots holding the same key are shadowed: skip their records.
+            while let Some(Reverse((k, _))) = self.heap.peek() {
+                if *k != key {
+                    break;
+                }
+                let Reverse((_, j)) = self.heap.pop().expect("peeked");
+                self.pull(j)?;
+            }
+            let record = self.heads[i]
+                .take()
+                .expect("a source in the heap has a head");
+            self.pull(i)?;
+            match EntryKind::of_xdr(&record) {
+                Some(EntryKind::Dead) => continue,
+                Some(_) => return Ok(Some((key, record[4..].to_vec()))),
+                None => return Err(Error::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "the record of encoded key 0x{} is not a LIVE, INIT or DEAD bucket entry",
+                        hex_string(&key)
+                    ),
+                }),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for TypeScan {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(kv)) => Some(Ok(kv)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
