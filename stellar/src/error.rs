@@ -90,7 +90,7 @@ pub enum Error {
         offset: u64,
     },
     /// A bucket whose SHA-256 is not the one its name or its history archive state gives.
-    #[error("bucket {bucket}: SHA-256 of its {bytes} uncompressed bytes is {actual}, expected {expected}")]
+    #[error("bucket {bucket}: SHA-256 of its {bytes} uncompressed bytes (checked at the end, offset {bytes}) is {actual}, expected {expected}")]
     HashMismatch {
         /// The bucket file.
         bucket: PathBuf,

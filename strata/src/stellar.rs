@@ -510,13 +510,15 @@ impl TypeScan {
             match EntryKind::of_xdr(&record) {
                 Some(EntryKind::Dead) => continue,
                 Some(_) => return Ok(Some((key, record[4..].to_vec()))),
-                None => return Err(Error::Corrupt {
-                    path: self.dir.clone(),
-                    reason: format!(
+                None => {
+                    return Err(Error::Corrupt {
+                        path: self.dir.clone(),
+                        reason: format!(
                         "the record of encoded key 0x{} is not a LIVE, INIT or DEAD bucket entry",
                         hex_string(&key)
                     ),
-                }),
+                    })
+                }
             }
         }
         Ok(None)

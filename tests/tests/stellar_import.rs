@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use strata::stellar::{LedgerStore, StoreState};
+use strata::stellar::{Error, LedgerStore};
 use strata_stellar::archive::Archive;
 use strata_stellar::key::ENTRY_TYPES;
 use strata_stellar::stellar_xdr::{
@@ -138,4 +138,131 @@ fn every_checkpoint_imports_and_agrees_with_the_buckets_decoded_newest_first() {
     let store = LedgerStore::open(dir.path()).unwrap();
     assert_eq!(store.state(), Some(&state));
     check_against(&store, &reference(&archive, &state.slots));
+}
+
+/// Everything a reader can see: the state, and every type's scan.
+fn visible(store: &LedgerStore) -> (Option<strata::stellar::StoreState>, Vec<Vec<Vec<u8>>>) {
+    let scans = ENTRY_TYPES
+        .iter()
+        .map(|(ty, _)| {
+            store
+                .scan_type(*ty)
+                .unwrap()
+                .map(|r| r.unwrap().1)
+                .collect()
+        })
+        .collect();
+    (store.state().cloned(), scans)
+}
+
+/// Data keys in the database, of every generation.
+fn raw_data_keys(store: &LedgerStore) -> usize {
+    store.db().prefix(&[0x01]).unwrap().count()
+}
+
+#[test]
+fn damaged_buckets_fail_naming_bucket_and_offset_and_change_nothing_visible() {
+    let archive = Archive::new(archive_root());
+    let latest = archive.latest().unwrap();
+    // A temporary archive of the latest checkpoint, whose largest bucket gets damaged.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = Archive::new(tmp.path().join("archive"));
+    let has_path = copy.has_path(latest.current_ledger);
+    std::fs::create_dir_all(has_path.parent().unwrap()).unwrap();
+    std::fs::copy(archive.has_path(latest.current_ledger), &has_path).unwrap();
+    let mut largest = ([0u8; 32], 0u64);
+    for h in latest.slots().iter().filter(|h| **h != [0; 32]) {
+        let dst = copy.bucket_path(h);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        let len = std::fs::copy(archive.bucket_path(h), &dst).unwrap();
+        if len > largest.1 {
+            largest = (*h, len);
+        }
+    }
+    let target = copy.bucket_path(&largest.0);
+    let original_gz = std::fs::read(&target).unwrap();
+    let plain = gunzip(&target);
+    let recs = records(&plain);
+    let mid = recs.len() / 2;
+    let (at_mid, rec_mid) = recs[mid];
+    let (at_next, rec_next) = recs[mid + 1];
+
+    let mut damages: Vec<(&str, Vec<u8>, Option<u64>)> = Vec::new();
+    damages.push((
+        "truncated gzip file",
+        original_gz[..original_gz.len() / 2].to_vec(),
+        None,
+    ));
+    let mut flipped_gz = original_gz.clone();
+    flipped_gz[original_gz.len() / 2] ^= 0x55;
+    damages.push(("flipped byte in the gzip stream", flipped_gz, None));
+    let mut flipped = plain.clone();
+    flipped[at_mid + 4 + rec_mid.len() / 2] ^= 0x01;
+    damages.push(("flipped byte in a record", gzip(&flipped), None));
+    let mut swapped = plain[..at_mid].to_vec();
+    swapped.extend_from_slice(&plain[at_next..at_next + 4 + rec_next.len()]);
+    swapped.extend_from_slice(&plain[at_mid..at_mid + 4 + rec_mid.len()]);
+    swapped.extend_from_slice(&plain[at_next + 4 + rec_next.len()..]);
+    let second = (at_mid + 4 + rec_next.len()) as u64;
+    damages.push(("two records out of order", gzip(&swapped), Some(second)));
+    let mut bad_mark = plain.clone();
+    bad_mark[at_mid] &= 0x7f;
+    damages.push((
+        "record mark without its high bit",
+        gzip(&bad_mark),
+        Some(at_mid as u64),
+    ));
+    let short = plain[..at_mid + 4 + rec_mid.len() / 2].to_vec();
+    damages.push((
+        "stream ends inside a record",
+        gzip(&short),
+        Some(at_mid as u64),
+    ));
+    damages.push(("not gzip at all", b"\x1f\x8bnot really gzip".to_vec(), None));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LedgerStore::open(dir.path()).unwrap();
+    store.import_archive(&archive, Some(4095)).unwrap();
+    let before = visible(&store);
+    let raw_before = raw_data_keys(&store);
+    assert!(raw_before > 0);
+    for (what, bytes, offset) in damages {
+        std::fs::write(&target, &bytes).unwrap();
+        let err = store
+            .import_archive(&copy, Some(latest.current_ledger))
+            .expect_err(what);
+        let Error::Bucket(e) = &err else {
+            panic!("{what}: {err}");
+        };
+        assert_eq!(e.file(), target, "{what}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&target.display().to_string()),
+            "{what}: {message}"
+        );
+        assert!(
+            e.offset().is_some() && message.contains("offset"),
+            "{what}: {message}"
+        );
+        if let Some(o) = offset {
+            assert_eq!(e.offset(), Some(o), "{what}: {message}");
+        }
+        println!("{what}: {message}");
+        assert!(visible(&store) == before, "{what}: visible state changed");
+        assert_eq!(
+            raw_data_keys(&store),
+            raw_before,
+            "{what}: keys of the failed import remain"
+        );
+    }
+    // After a reopen the store still serves the earlier import, and the repaired archive
+    // imports.
+    store.close().unwrap();
+    let mut store = LedgerStore::open(dir.path()).unwrap();
+    assert!(visible(&store) == before);
+    std::fs::write(&target, &original_gz).unwrap();
+    store
+        .import_archive(&copy, Some(latest.current_ledger))
+        .unwrap();
+    check_against(&store, &reference(&archive, &latest.slots()));
 }
