@@ -199,7 +199,7 @@ impl Archive {
 
     /// The state at a checkpoint.
     pub fn state(&self, checkpoint: u32) -> Result<HistoryArchiveState> {
-        if (checkpoint + 1) % CHECKPOINT_FREQUENCY != 0 {
+        if !(checkpoint + 1).is_multiple_of(CHECKPOINT_FREQUENCY) {
             return Err(Error::Archive {
                 path: self.has_path(checkpoint),
                 reason: format!(
@@ -268,7 +268,7 @@ pub fn planned_merges(archive: &Archive) -> Result<Vec<PlannedMerge>> {
     let mut merges = Vec::new();
     for level in 1..NUM_LEVELS as u32 {
         let half = level_half(level - 1);
-        if half % CHECKPOINT_FREQUENCY != 0 {
+        if !half.is_multiple_of(CHECKPOINT_FREQUENCY) {
             continue;
         }
         let mut ledger = half;

@@ -1,6 +1,8 @@
 //! The `strata` command-line tool: benchmarks with an RSS timeline, and tools to inspect,
 //! edit and verify a database.
 
+mod cli_stellar;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,10 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// Stellar ledger state: import a history archive, look up and scan entries, merge
+    /// buckets with stellar-core's rules, check an archive's merges.
+    #[command(subcommand)]
+    Stellar(cli_stellar::Stellar),
     /// Memory, file and index figures of a database.
     Stats {
         /// Database directory.
@@ -211,6 +217,7 @@ fn main() {
     let result = match cli.command {
         Command::Bench(Bench::Ingest(args)) => bench_ingest(args),
         Command::Bench(Bench::State(args)) => bench_state(args),
+        Command::Stellar(command) => cli_stellar::run(command),
         Command::Stats { dir } => stats(&dir),
         Command::Get { dir, key, enc } => (|| -> CliResult {
             let db = Db::open_existing(&dir)?;

@@ -1,0 +1,241 @@
+//! `strata stellar ...`: Stellar ledger state on strata.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use base64::Engine as _;
+use clap::Subcommand;
+use serde_json::json;
+use strata::stellar::LedgerStore;
+use strata_stellar::archive::{check_archive, Archive};
+use strata_stellar::key::{entry_type_name, parse_entry_type, ENTRY_TYPES};
+use strata_stellar::merge::merge_files;
+use strata_stellar::stellar_xdr::{LedgerKey, Limits, ReadXdr};
+
+use crate::CliResult;
+
+/// Stellar subcommands.
+#[derive(Subcommand)]
+pub enum Stellar {
+    /// Imports a history archive's bucket list at a checkpoint into a store (replacing what it
+    /// held; a failed import leaves the store as it was).
+    Import {
+        /// The history archive's root directory.
+        archive: PathBuf,
+        /// The store's directory (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// The checkpoint ledger (63, 127, ...); default: the archive's latest.
+        #[arg(long)]
+        checkpoint: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the ledger entry of a key as base64 XDR, or says it is absent.
+    Get {
+        /// The store's directory.
+        #[arg(long)]
+        db: PathBuf,
+        /// The `LedgerKey`, base64 XDR.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints every live entry of one type (base64 XDR, one per line), or counts them.
+    Scan {
+        /// The store's directory.
+        #[arg(long)]
+        db: PathBuf,
+        /// The entry type: account, trustline, offer, data, claimable_balance,
+        /// liquidity_pool, contract_data, contract_code, config_setting or ttl.
+        #[arg(long = "type")]
+        ty: String,
+        /// Only count the entries.
+        #[arg(long)]
+        count: bool,
+        /// Print JSON (one object per entry, one per line; or one object with the count).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merges two buckets with stellar-core's rules and prints the output's SHA-256.
+    Merge {
+        /// The older bucket (plain or gzipped).
+        old: PathBuf,
+        /// The newer bucket (plain or gzipped).
+        new: PathBuf,
+        /// The output bucket (uncompressed).
+        #[arg(long)]
+        out: PathBuf,
+        /// The merge is into the last level: DEADENTRY records are dropped.
+        #[arg(long)]
+        last_level: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-performs every merge whose inputs and output an archive holds and prints how many
+    /// outputs match the archive's hashes (exit code 1 if any does not).
+    CheckArchive {
+        /// The history archive's root directory.
+        archive: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a Stellar subcommand.
+pub fn run(command: Stellar) -> CliResult {
+    match command {
+        Stellar::Import {
+            archive,
+            db,
+            checkpoint,
+            json,
+        } => {
+            let started = Instant::now();
+            let mut store = LedgerStore::open(&db)?;
+            let report = store.import_archive(&Archive::new(archive), checkpoint)?;
+            store.close()?;
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                println!(
+                    "{}",
+                    json!({"checkpoint": report.checkpoint, "buckets": report.buckets,
+                        "entries": report.entries, "bytes": report.bytes, "seconds": secs})
+                );
+            } else {
+                println!(
+                    "imported checkpoint {}: {} buckets, {} entries, {} bytes in {secs:.2} s",
+                    report.checkpoint, report.buckets, report.entries, report.bytes
+                );
+            }
+            Ok(())
+        }
+        Stellar::Get { db, key, json } => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(key.trim())
+                .map_err(|e| format!("KEY is not base64: {e}"))?;
+            let limits = Limits::depth(strata_stellar::XDR_DEPTH_LIMIT);
+            let key = LedgerKey::from_xdr(&bytes, limits)
+                .map_err(|e| format!("KEY is not an XDR LedgerKey: {e}"))?;
+            let store = LedgerStore::open(&db)?;
+            let entry = store.get(&key)?;
+            let b64 = entry.map(|e| base64::engine::general_purpose::STANDARD.encode(e));
+            match (json, &b64) {
+                (true, _) => println!("{}", json!({"present": b64.is_some(), "entry": b64})),
+                (false, Some(e)) => println!("{e}"),
+                (false, None) => println!("absent"),
+            }
+            Ok(store.close()?)
+        }
+        Stellar::Scan {
+            db,
+            ty,
+            count,
+            json,
+        } => {
+            let ty = parse_entry_type(&ty).ok_or_else(|| {
+                let names: Vec<&str> = ENTRY_TYPES.iter().map(|(_, n)| *n).collect();
+                format!("unknown entry type {ty:?}; one of {}", names.join(", "))
+            })?;
+            let store = LedgerStore::open(&db)?;
+            let mut n = 0u64;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for item in store.scan_type(ty)? {
+                let (_, entry) = item?;
+                n += 1;
+                if !count {
+                    use std::io::Write;
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(entry);
+                    if json {
+                        writeln!(out, "{}", json!({"entry": b64}))?;
+                    } else {
+                        writeln!(out, "{b64}")?;
+                    }
+                }
+            }
+            drop(out);
+            if count {
+                if json {
+                    println!("{}", json!({"type": entry_type_name(ty), "count": n}));
+                } else {
+                    println!("{n}");
+                }
+            }
+            Ok(store.close()?)
+        }
+        Stellar::Merge {
+            old,
+            new,
+            out,
+            last_level,
+            json,
+        } => {
+            let summary = merge_files(&old, &new, (None, None), &out, !last_level)?;
+            let hash = hex::encode(summary.hash);
+            if json {
+                println!(
+                    "{}",
+                    json!({"sha256": hash, "records": summary.records, "bytes": summary.bytes})
+                );
+            } else {
+                println!("{hash}");
+            }
+            Ok(())
+        }
+        Stellar::CheckArchive { archive, json } => {
+            let scratch = tempfile::Builder::new()
+                .prefix("strata-check-archive-")
+                .tempdir()?;
+            let checks = check_archive(&Archive::new(archive), scratch.path())?;
+            let mut per_level = std::collections::BTreeMap::<u32, (u64, u64)>::new();
+            for c in &checks {
+                let e = per_level.entry(c.merge.level).or_default();
+                e.0 += 1;
+                e.1 += u64::from(c.matched());
+            }
+            let matched = checks.iter().filter(|c| c.matched()).count();
+            if json {
+                let levels: Vec<_> = per_level
+                    .iter()
+                    .map(|(l, (n, m))| json!({"level": l, "merges": n, "matched": m}))
+                    .collect();
+                let mismatches: Vec<_> = checks
+                    .iter()
+                    .filter(|c| !c.matched())
+                    .map(|c| {
+                        json!({"level": c.merge.level, "ledger": c.merge.ledger,
+                            "expected": hex::encode(c.merge.output), "actual": hex::encode(c.actual)})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"merges": checks.len(), "matched": matched, "levels": levels,
+                        "mismatches": mismatches})
+                );
+            } else {
+                for (l, (n, m)) in &per_level {
+                    println!("level {l}: {m} of {n} merges match");
+                }
+                for c in checks.iter().filter(|c| !c.matched()) {
+                    println!(
+                        "MISMATCH level {} ledger {}: expected {}, got {}",
+                        c.merge.level,
+                        c.merge.ledger,
+                        hex::encode(c.merge.output),
+                        hex::encode(c.actual)
+                    );
+                }
+                println!("{matched} of {} merges match the archive", checks.len());
+            }
+            if matched != checks.len() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
