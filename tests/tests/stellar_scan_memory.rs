@@ -1,0 +1,175 @@
+//! A per-type scan of a ledger store holds memory independent of the number of entries:
+//! measured with a counting global allocator over stores of 200,000 and 2,000,000 synthetic
+//! TTL entries, with a newer bucket that shadows every tenth key (half of them deleted).
+//!
+//! One test function, so no other test of this binary allocates while it measures.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use strata::stellar::{BucketSource, LedgerStore};
+use strata_stellar::bucket::{BucketWriter, EntryKind};
+use strata_stellar::stellar_xdr::{
+    Hash, LedgerEntry, LedgerEntryData, LedgerEntryExt, LedgerEntryType, LedgerKey, LedgerKeyTtl,
+    Limits, ReadXdr, TtlEntry, WriteXdr,
+};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+#[expect(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait; this one only counts and forwards to System"
+)]
+// SAFETY: every call forwards to `System` with the caller's arguments, unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns its result with the heap's peak growth above the level at the start.
+fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed) - base)
+}
+
+fn key_hash(i: u64) -> Hash {
+    let mut h = [0u8; 32];
+    h[24..].copy_from_slice(&i.to_be_bytes());
+    Hash(h)
+}
+
+fn ttl_entry(i: u64, live_until: u32) -> Vec<u8> {
+    LedgerEntry {
+        last_modified_ledger_seq: 1,
+        data: LedgerEntryData::Ttl(TtlEntry {
+            key_hash: key_hash(i),
+            live_until_ledger_seq: live_until,
+        }),
+        ext: LedgerEntryExt::V0,
+    }
+    .to_xdr(Limits::none())
+    .unwrap()
+}
+
+/// What the scan must yield for key `i`: `None` when the newer bucket deleted it.
+fn expected_live_until(i: u64) -> Option<u32> {
+    match (i % 10, (i / 10) % 2) {
+        (0, 0) => None,
+        (0, _) => Some(i as u32 + 7),
+        _ => Some(i as u32),
+    }
+}
+
+/// Writes the two buckets and imports them: slot 0 (newer) shadows every tenth key, slot 1
+/// (older) holds all `n`.
+fn build(dir: &Path, n: u64) -> LedgerStore {
+    let newer = dir.join("newer.xdr");
+    let mut w = BucketWriter::create(&newer).unwrap();
+    for i in (0..n).step_by(10) {
+        match expected_live_until(i) {
+            None => {
+                let key = LedgerKey::Ttl(LedgerKeyTtl {
+                    key_hash: key_hash(i),
+                });
+                let key = key.to_xdr(Limits::none()).unwrap();
+                w.put_parts(&[&EntryKind::Dead.tag().to_be_bytes(), &key])
+                    .unwrap();
+            }
+            Some(v) => w
+                .put_parts(&[&EntryKind::Live.tag().to_be_bytes(), &ttl_entry(i, v)])
+                .unwrap(),
+        }
+    }
+    let newer_hash = w.finish().unwrap().hash;
+    let older = dir.join("older.xdr");
+    let mut w = BucketWriter::create(&older).unwrap();
+    for i in 0..n {
+        w.put_parts(&[
+            &EntryKind::Init.tag().to_be_bytes(),
+            &ttl_entry(i, i as u32),
+        ])
+        .unwrap();
+    }
+    let older_hash = w.finish().unwrap().hash;
+    let mut store = LedgerStore::open(dir.join("db")).unwrap();
+    let report = store
+        .import_buckets(
+            1,
+            &[
+                BucketSource {
+                    path: Some(newer),
+                    expected: Some(newer_hash),
+                },
+                BucketSource {
+                    path: Some(older),
+                    expected: Some(older_hash),
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(report.entries, n + n.div_ceil(10));
+    store
+}
+
+/// Scans the TTL entries, checking each, and returns the peak heap growth while scanning.
+fn scan_peak(store: &LedgerStore, n: u64) -> usize {
+    let ((), peak) = peak_growth(|| {
+        let mut want = (0..n).filter_map(|i| expected_live_until(i).map(|v| (i, v)));
+        let mut count = 0u64;
+        for item in store.scan_type(LedgerEntryType::Ttl).unwrap() {
+            let (_, bytes) = item.unwrap();
+            let entry = LedgerEntry::from_xdr(&bytes, Limits::none()).unwrap();
+            let LedgerEntryData::Ttl(ttl) = entry.data else {
+                panic!("not a TTL entry")
+            };
+            let (i, v) = want.next().expect("no more entries expected");
+            assert_eq!((ttl.key_hash, ttl.live_until_ledger_seq), (key_hash(i), v));
+            count += 1;
+        }
+        assert!(want.next().is_none(), "scan ended early after {count}");
+    });
+    peak
+}
+
+#[test]
+fn type_scan_memory_does_not_grow_with_the_entry_count() {
+    let mut peaks = Vec::new();
+    for n in [200_000u64, 2_000_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = build(dir.path(), n);
+        store.db().wait_for_compactions();
+        let peak = scan_peak(&store, n);
+        println!("{n} entries: scan peak heap growth {peak} bytes");
+        peaks.push(peak);
+        store.close().unwrap();
+    }
+    // A set of seen keys would need >= 32 bytes per key: 6 MB at 200,000, 64 MB at 2M.
+    assert!(
+        peaks[1] < 2 << 20,
+        "scan of 2M entries grew the heap by {} bytes",
+        peaks[1]
+    );
+    assert!(
+        peaks[1] <= peaks[0] + (256 << 10),
+        "peak grew with the entry count: {peaks:?}"
+    );
+}
