@@ -60,4 +60,49 @@ fn main() {
         .find(|p| p.extension().is_some_and(|e| e == "idx"))
         .unwrap();
     copy(&index, "index_disk", "seed-disk.idx");
+    bucket_seeds();
+}
+
+/// A small bucket (METAENTRY, INIT, LIVE and DEAD records), plain and gzipped.
+fn bucket_seeds() {
+    use std::io::Write;
+    use strata_stellar::bucket::{BucketMeta, BucketWriter, EntryKind};
+    use strata_stellar::stellar_xdr::{
+        Hash, LedgerEntry, LedgerEntryData, LedgerEntryExt, LedgerKey, LedgerKeyTtl, Limits,
+        TtlEntry, WriteXdr,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("seed.xdr");
+    let mut w = BucketWriter::create(&plain).unwrap();
+    let meta = BucketMeta {
+        ledger_version: 22,
+        ext: 0i32.to_be_bytes().to_vec(),
+    };
+    w.put(&meta.record()).unwrap();
+    for i in 0..6u8 {
+        let key_hash = Hash([i; 32]);
+        let tag = [EntryKind::Init, EntryKind::Live, EntryKind::Dead][usize::from(i % 3)];
+        let payload = if tag == EntryKind::Dead {
+            LedgerKey::Ttl(LedgerKeyTtl { key_hash }).to_xdr(Limits::none())
+        } else {
+            LedgerEntry {
+                last_modified_ledger_seq: 7,
+                data: LedgerEntryData::Ttl(TtlEntry {
+                    key_hash,
+                    live_until_ledger_seq: 100 + u32::from(i),
+                }),
+                ext: LedgerEntryExt::V0,
+            }
+            .to_xdr(Limits::none())
+        };
+        w.put_parts(&[&tag.tag().to_be_bytes(), &payload.unwrap()])
+            .unwrap();
+    }
+    w.finish().unwrap();
+    copy(&plain, "bucket", "seed.xdr");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&std::fs::read(&plain).unwrap()).unwrap();
+    let gz_path = tmp.path().join("seed.xdr.gz");
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+    copy(&gz_path, "bucket", "seed.xdr.gz");
 }
