@@ -130,6 +130,31 @@ enum Bench {
     Ingest(IngestArgs),
     /// The ledger-state workload: small typed entries, lookups, a per-type scan.
     State(StateArgs),
+    /// Stellar: a synthetic bucket list of TTL entries imported into a ledger store, then one
+    /// type scanned (by k-way merge, or with a set of seen keys for comparison).
+    Stellar(StellarArgs),
+}
+
+#[derive(Args)]
+struct StellarArgs {
+    /// Entries in the older bucket (a newer one shadows every tenth).
+    #[arg(long, default_value_t = 2_000_000)]
+    entries: u64,
+    /// Directory of the store (reused if it holds one); default: a temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// How to scan: `kway` (the store's scan) or `seen-set` (a set of seen keys).
+    #[arg(long, value_enum, default_value_t = StellarScanArg::Kway)]
+    scan: StellarScanArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StellarScanArg {
+    Kway,
+    SeenSet,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -217,6 +242,7 @@ fn main() {
     let result = match cli.command {
         Command::Bench(Bench::Ingest(args)) => bench_ingest(args),
         Command::Bench(Bench::State(args)) => bench_state(args),
+        Command::Bench(Bench::Stellar(args)) => bench_stellar(args),
         Command::Stellar(command) => cli_stellar::run(command),
         Command::Stats { dir } => stats(&dir),
         Command::Get { dir, key, enc } => (|| -> CliResult {
@@ -547,6 +573,41 @@ fn verify(dir: &Path) -> CliResult {
     );
     if report.damaged() {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn bench_stellar(a: StellarArgs) -> CliResult {
+    let tmp = match &a.dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("strata-bench-").tempdir()?),
+    };
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| tmp.as_ref().expect("temp").path().to_path_buf());
+    let scan = match a.scan {
+        StellarScanArg::Kway => strata::bench::StellarScan::KWay,
+        StellarScanArg::SeenSet => strata::bench::StellarScan::SeenSet,
+    };
+    let r = strata::bench::stellar(&dir, a.entries, scan)?;
+    let per_s = r.live as f64 / r.scan_s.max(1e-9);
+    if a.json {
+        println!(
+            "{{\"entries\":{},\"import_s\":{:.3},\"scan_s\":{:.3},\"live\":{},\"scan_entries_per_s\":{:.0},\"peak_rss_mb\":{:.1}}}",
+            r.entries, r.import_s, r.scan_s, r.live, per_s, r.peak_rss_mb
+        );
+    } else {
+        println!(
+            "stellar: {} entries, {} live after shadowing",
+            r.entries, r.live
+        );
+        println!("  import           {:.2} s", r.import_s);
+        println!(
+            "  scan             {:.2} s ({per_s:.0} entries/s)",
+            r.scan_s
+        );
+        println!("  peak RSS         {:.1} MiB", r.peak_rss_mb);
     }
     Ok(())
 }

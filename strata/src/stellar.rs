@@ -167,6 +167,11 @@ pub struct ImportReport {
     pub bytes: u64,
 }
 
+/// The prefix of every data key of one slot of one generation (see the layout above).
+pub fn slot_prefix(generation: u64, slot: u8) -> Vec<u8> {
+    data_prefix(generation, Some(slot))
+}
+
 fn data_prefix(generation: u64, slot: Option<u8>) -> Vec<u8> {
     let mut k = Vec::with_capacity(DATA_KEY_HEADER + 64);
     k.push(DATA_TAG);
@@ -540,5 +545,95 @@ impl Iterator for TypeScan {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// Synthetic bucket lists of TTL entries, for tests and benchmarks: a newer bucket that
+/// shadows every tenth key of an older one (half of those deleted, half updated).
+pub mod synthetic {
+    use std::path::Path;
+
+    use strata_stellar::bucket::{BucketWriter, EntryKind};
+    use strata_stellar::stellar_xdr::{
+        Hash, LedgerEntry, LedgerEntryData, LedgerEntryExt, LedgerKey, LedgerKeyTtl, Limits,
+        TtlEntry, WriteXdr,
+    };
+
+    use super::{BucketSource, Result};
+
+    /// The key hash of entry `i` (sorted by `i`).
+    pub fn key_hash(i: u64) -> Hash {
+        let mut h = [0u8; 32];
+        h[24..].copy_from_slice(&i.to_be_bytes());
+        Hash(h)
+    }
+
+    /// The XDR bytes of TTL entry `i`.
+    pub fn ttl_entry(i: u64, live_until: u32) -> Vec<u8> {
+        LedgerEntry {
+            last_modified_ledger_seq: 1,
+            data: LedgerEntryData::Ttl(TtlEntry {
+                key_hash: key_hash(i),
+                live_until_ledger_seq: live_until,
+            }),
+            ext: LedgerEntryExt::V0,
+        }
+        .to_xdr(Limits::none())
+        .expect("a TTL entry encodes")
+    }
+
+    /// What the bucket list holds for entry `i`: `None` when the newer bucket deleted it.
+    pub fn expected_live_until(i: u64) -> Option<u32> {
+        match (i % 10, (i / 10) % 2) {
+            (0, 0) => None,
+            (0, _) => Some(i as u32 + 7),
+            _ => Some(i as u32),
+        }
+    }
+
+    /// Live entries among the first `n`.
+    pub fn expected_live(n: u64) -> u64 {
+        n - n.div_ceil(20)
+    }
+
+    /// Writes the two buckets of `n` entries into `dir` and returns them in shadowing order.
+    pub fn write_buckets(dir: &Path, n: u64) -> Result<Vec<BucketSource>> {
+        let newer = dir.join("synthetic-newer.xdr");
+        let mut w = BucketWriter::create(&newer)?;
+        for i in (0..n).step_by(10) {
+            match expected_live_until(i) {
+                None => {
+                    let key = LedgerKey::Ttl(LedgerKeyTtl {
+                        key_hash: key_hash(i),
+                    })
+                    .to_xdr(Limits::none())
+                    .expect("a key encodes");
+                    w.put_parts(&[&EntryKind::Dead.tag().to_be_bytes(), &key])?;
+                }
+                Some(v) => {
+                    w.put_parts(&[&EntryKind::Live.tag().to_be_bytes(), &ttl_entry(i, v)])?
+                }
+            }
+        }
+        let newer_hash = w.finish()?.hash;
+        let older = dir.join("synthetic-older.xdr");
+        let mut w = BucketWriter::create(&older)?;
+        for i in 0..n {
+            w.put_parts(&[
+                &EntryKind::Init.tag().to_be_bytes(),
+                &ttl_entry(i, i as u32),
+            ])?;
+        }
+        let older_hash = w.finish()?.hash;
+        Ok(vec![
+            BucketSource {
+                path: Some(newer),
+                expected: Some(newer_hash),
+            },
+            BucketSource {
+                path: Some(older),
+                expected: Some(older_hash),
+            },
+        ])
     }
 }

@@ -8,12 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strata::stellar::{BucketSource, LedgerStore};
-use strata_stellar::bucket::{BucketWriter, EntryKind};
-use strata_stellar::stellar_xdr::{
-    Hash, LedgerEntry, LedgerEntryData, LedgerEntryExt, LedgerEntryType, LedgerKey, LedgerKeyTtl,
-    Limits, ReadXdr, TtlEntry, WriteXdr,
-};
+use strata::stellar::synthetic::{self, expected_live_until, key_hash};
+use strata::stellar::LedgerStore;
+use strata_stellar::stellar_xdr::{LedgerEntry, LedgerEntryData, LedgerEntryType, Limits, ReadXdr};
 
 struct Counting;
 
@@ -51,81 +48,11 @@ fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, PEAK.load(Ordering::Relaxed) - base)
 }
 
-fn key_hash(i: u64) -> Hash {
-    let mut h = [0u8; 32];
-    h[24..].copy_from_slice(&i.to_be_bytes());
-    Hash(h)
-}
-
-fn ttl_entry(i: u64, live_until: u32) -> Vec<u8> {
-    LedgerEntry {
-        last_modified_ledger_seq: 1,
-        data: LedgerEntryData::Ttl(TtlEntry {
-            key_hash: key_hash(i),
-            live_until_ledger_seq: live_until,
-        }),
-        ext: LedgerEntryExt::V0,
-    }
-    .to_xdr(Limits::none())
-    .unwrap()
-}
-
-/// What the scan must yield for key `i`: `None` when the newer bucket deleted it.
-fn expected_live_until(i: u64) -> Option<u32> {
-    match (i % 10, (i / 10) % 2) {
-        (0, 0) => None,
-        (0, _) => Some(i as u32 + 7),
-        _ => Some(i as u32),
-    }
-}
-
-/// Writes the two buckets and imports them: slot 0 (newer) shadows every tenth key, slot 1
-/// (older) holds all `n`.
+/// Imports the synthetic bucket list of `n` entries.
 fn build(dir: &Path, n: u64) -> LedgerStore {
-    let newer = dir.join("newer.xdr");
-    let mut w = BucketWriter::create(&newer).unwrap();
-    for i in (0..n).step_by(10) {
-        match expected_live_until(i) {
-            None => {
-                let key = LedgerKey::Ttl(LedgerKeyTtl {
-                    key_hash: key_hash(i),
-                });
-                let key = key.to_xdr(Limits::none()).unwrap();
-                w.put_parts(&[&EntryKind::Dead.tag().to_be_bytes(), &key])
-                    .unwrap();
-            }
-            Some(v) => w
-                .put_parts(&[&EntryKind::Live.tag().to_be_bytes(), &ttl_entry(i, v)])
-                .unwrap(),
-        }
-    }
-    let newer_hash = w.finish().unwrap().hash;
-    let older = dir.join("older.xdr");
-    let mut w = BucketWriter::create(&older).unwrap();
-    for i in 0..n {
-        w.put_parts(&[
-            &EntryKind::Init.tag().to_be_bytes(),
-            &ttl_entry(i, i as u32),
-        ])
-        .unwrap();
-    }
-    let older_hash = w.finish().unwrap().hash;
+    let sources = synthetic::write_buckets(dir, n).unwrap();
     let mut store = LedgerStore::open(dir.join("db")).unwrap();
-    let report = store
-        .import_buckets(
-            1,
-            &[
-                BucketSource {
-                    path: Some(newer),
-                    expected: Some(newer_hash),
-                },
-                BucketSource {
-                    path: Some(older),
-                    expected: Some(older_hash),
-                },
-            ],
-        )
-        .unwrap();
+    let report = store.import_buckets(1, &sources).unwrap();
     assert_eq!(report.entries, n + n.div_ceil(10));
     store
 }
@@ -146,6 +73,7 @@ fn scan_peak(store: &LedgerStore, n: u64) -> usize {
             count += 1;
         }
         assert!(want.next().is_none(), "scan ended early after {count}");
+        assert_eq!(count, synthetic::expected_live(n));
     });
     peak
 }
