@@ -108,32 +108,7 @@ pub fn key_bytes(key: &LedgerKey) -> Vec<u8> {
 /// Appends the encoding of the key of a ledger entry (`LedgerEntryIdCmp` compares entries by
 /// their keys) to `out`.
 pub fn encode_entry_key(data: &LedgerEntryData, out: &mut Vec<u8>) {
-    put_i32(out, data.discriminant() as i32);
-    match data {
-        LedgerEntryData::Account(e) => put_account(out, &e.account_id),
-        LedgerEntryData::Trustline(e) => {
-            put_account(out, &e.account_id);
-            put_trustline_asset(out, &e.asset);
-        }
-        LedgerEntryData::Offer(e) => {
-            put_account(out, &e.seller_id);
-            put_i64(out, e.offer_id);
-        }
-        LedgerEntryData::Data(e) => {
-            put_account(out, &e.account_id);
-            put_var_bytes(out, e.data_name.0.as_slice());
-        }
-        LedgerEntryData::ClaimableBalance(e) => put_balance_id(out, &e.balance_id),
-        LedgerEntryData::LiquidityPool(e) => out.extend_from_slice(&e.liquidity_pool_id.0 .0),
-        LedgerEntryData::ContractData(e) => {
-            put_address(out, &e.contract);
-            put_scval(out, &e.key);
-            put_i32(out, e.durability as i32);
-        }
-        LedgerEntryData::ContractCode(e) => out.extend_from_slice(&e.hash.0),
-        LedgerEntryData::ConfigSetting(e) => put_i32(out, e.discriminant() as i32),
-        LedgerEntryData::Ttl(e) => out.extend_from_slice(&e.key_hash.0),
-    }
+    encode_key(&data.to_key(), out);
 }
 
 fn put_account(out: &mut Vec<u8>, id: &AccountId) {

@@ -6,11 +6,11 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use proptest::prelude::*;
-use strata_stellar::key::{encode_entry_key, key_bytes, type_prefix};
+use strata_stellar::key::{key_bytes, type_prefix};
 use strata_stellar::stellar_xdr::{
-    AccountId, ContractDataDurability, ContractId, Hash, LedgerEntryData, LedgerKey,
-    LedgerKeyContractData, LedgerKeyData, PublicKey, ScAddress, ScMap, ScMapEntry, ScSymbol, ScVal,
-    ScVec, String64, Uint256,
+    AccountId, ContractDataDurability, ContractId, Hash, LedgerKey, LedgerKeyContractData,
+    LedgerKeyData, PublicKey, ScAddress, ScMap, ScMapEntry, ScSymbol, ScVal, ScVec, String64,
+    Uint256,
 };
 
 fn arbitrary_key(bytes: &[u8]) -> Option<LedgerKey> {
@@ -122,16 +122,6 @@ proptest! {
     #[test]
     fn data_keys_sort_like_their_encodings(a in data_key(), b in data_key()) {
         check_pair(&a, &b)?;
-    }
-
-    /// An entry's key encodes like the `LedgerKey` stellar-xdr derives from it.
-    #[test]
-    fn entry_keys_encode_like_their_ledger_keys(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-        if let Ok(data) = LedgerEntryData::arbitrary(&mut Unstructured::new(&bytes)) {
-            let mut from_entry = Vec::new();
-            encode_entry_key(&data, &mut from_entry);
-            prop_assert_eq!(from_entry, key_bytes(&data.to_key()));
-        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Helpers shared by strata's cross-crate tests.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every file under `dir` (recursively) with its bytes, for "nothing on disk changed" checks.
 pub fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -72,4 +74,40 @@ pub fn crash_batch(batch: u64) -> strata::Batch {
         b.put(crash_key(batch, i), crash_value(batch, i));
     }
     b
+}
+
+/// A global allocator that counts live heap bytes and their peak; a test binary installs it
+/// with `#[global_allocator] static ALLOCATOR: strata_tests::Counting = strata_tests::Counting;`.
+pub struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+#[expect(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait; this one only counts and forwards to System"
+)]
+// SAFETY: every call forwards to `System` with the caller's arguments, unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` and returns its result with the heap's peak growth above the level at the start
+/// (meaningful only in a binary that installs [`Counting`]).
+pub fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed) - base)
 }

@@ -3,11 +3,9 @@
 //!
 //! One test function, so no other test of this binary allocates while it measures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use strata::{Db, Options, ShardId, Sharding};
 use strata_engine::COPY_CHUNK_BYTES;
+use strata_tests::peak_growth;
 
 /// One shard, and no background compactor: this test measures recovery and `compact` itself.
 fn options(sharding: Sharding) -> Options {
@@ -16,41 +14,8 @@ fn options(sharding: Sharding) -> Options {
     o
 }
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-#[expect(
-    unsafe_code,
-    reason = "a global allocator is an unsafe trait; this one only counts and forwards to System"
-)]
-// SAFETY: every call forwards to `System` with the caller's arguments, unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` and returns its result with the heap's peak growth above the level at the start.
-fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    (out, PEAK.load(Ordering::Relaxed) - base)
-}
+static ALLOCATOR: strata_tests::Counting = strata_tests::Counting;
 
 const VALUE_BYTES: usize = 1 << 20;
 const VALUES: usize = 512;

@@ -4,49 +4,15 @@
 //!
 //! One test function, so no other test of this binary allocates while it measures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata::stellar::synthetic::{self, expected_live_until, key_hash};
 use strata::stellar::LedgerStore;
 use strata_stellar::stellar_xdr::{LedgerEntry, LedgerEntryData, LedgerEntryType, Limits, ReadXdr};
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-#[expect(
-    unsafe_code,
-    reason = "a global allocator is an unsafe trait; this one only counts and forwards to System"
-)]
-// SAFETY: every call forwards to `System` with the caller's arguments, unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+use strata_tests::peak_growth;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` and returns its result with the heap's peak growth above the level at the start.
-fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    (out, PEAK.load(Ordering::Relaxed) - base)
-}
+static ALLOCATOR: strata_tests::Counting = strata_tests::Counting;
 
 /// Imports the synthetic bucket list of `n` entries.
 fn build(dir: &Path, n: u64) -> LedgerStore {
