@@ -121,7 +121,7 @@ pub fn run(command: Stellar) -> CliResult {
             let limits = Limits::depth(strata_stellar::XDR_DEPTH_LIMIT);
             let key = LedgerKey::from_xdr(&bytes, limits)
                 .map_err(|e| format!("KEY is not an XDR LedgerKey: {e}"))?;
-            let store = LedgerStore::open(&db)?;
+            let store = LedgerStore::open_existing(&db)?;
             let entry = store.get(&key)?;
             let b64 = entry.map(|e| base64::engine::general_purpose::STANDARD.encode(e));
             match (json, &b64) {
@@ -141,7 +141,7 @@ pub fn run(command: Stellar) -> CliResult {
                 let names: Vec<&str> = ENTRY_TYPES.iter().map(|(_, n)| *n).collect();
                 format!("unknown entry type {ty:?}; one of {}", names.join(", "))
             })?;
-            let store = LedgerStore::open(&db)?;
+            let store = LedgerStore::open_existing(&db)?;
             let mut n = 0u64;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

@@ -198,6 +198,11 @@ impl LedgerStore {
         Self::open_with(dir, options)
     }
 
+    /// Opens the existing store in `dir` (an error, naming the directory, if there is none).
+    pub fn open_existing(dir: impl AsRef<Path>) -> Result<LedgerStore> {
+        Self::open_with(dir, Options::new())
+    }
+
     /// Opens the store in `dir` with `options` (index policy, compaction, ...).
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LedgerStore> {
         let dir = dir.as_ref().to_path_buf();

@@ -79,6 +79,16 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
     assert_eq!(json(&out)["present"], false);
     let (ok, _, err) = strata(&["stellar", "get", "--db", db, "not base64!"]);
     assert!(!ok && err.contains("base64"), "{err}");
+    let missing = dir.path().join("missing");
+    let (ok, _, err) = strata(&[
+        "stellar",
+        "get",
+        "--db",
+        missing.to_str().unwrap(),
+        &absent.to_xdr_base64_like(),
+    ]);
+    assert!(!ok && err.contains("missing"), "{err}");
+    assert!(!missing.exists(), "get must not create a store");
     let (ok, _, err) = strata(&["stellar", "scan", "--db", db, "--type", "nope"]);
     assert!(!ok && err.contains("unknown entry type"), "{err}");
 
