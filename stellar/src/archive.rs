@@ -199,7 +199,7 @@ impl Archive {
 
     /// The state at a checkpoint.
     pub fn state(&self, checkpoint: u32) -> Result<HistoryArchiveState> {
-        if !(checkpoint + 1).is_multiple_of(CHECKPOINT_FREQUENCY) {
+        if checkpoint % CHECKPOINT_FREQUENCY != CHECKPOINT_FREQUENCY - 1 {
             return Err(Error::Archive {
                 path: self.has_path(checkpoint),
                 reason: format!(
@@ -272,10 +272,14 @@ pub fn planned_merges(archive: &Archive) -> Result<Vec<PlannedMerge>> {
             continue;
         }
         let mut ledger = half;
-        while ledger + half + CHECKPOINT_FREQUENCY - 1 <= last {
+        // Ledger numbers come from the archive: near u32::MAX the sum would overflow.
+        while let Some(commit) = ledger
+            .checked_add(half + CHECKPOINT_FREQUENCY - 1)
+            .filter(|&c| c <= last)
+        {
             let before = state(ledger - 1)?;
             let after_start = state(ledger + CHECKPOINT_FREQUENCY - 1)?;
-            let after_commit = state(ledger + half + CHECKPOINT_FREQUENCY - 1)?;
+            let after_commit = state(commit)?;
             let empty_curr = should_merge_with_empty_curr(ledger, level);
             if let (Some(before), Some(after_start), Some(after_commit)) =
                 (before, after_start, after_commit)

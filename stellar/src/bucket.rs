@@ -28,6 +28,12 @@ pub const MARK_BYTES: usize = 4;
 /// The high bit of a record mark: this is the last (here: only) fragment of the record.
 const LAST_FRAGMENT: u32 = 0x8000_0000;
 
+/// Bytes of the read buffer in front of a bucket file (and of the write buffer of a writer).
+pub const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// The first two bytes of a gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// The name of the empty bucket (it has no file and no bytes).
 pub const EMPTY_BUCKET: [u8; 32] = [0; 32];
 
@@ -151,36 +157,33 @@ impl BucketReader {
             source,
         };
         let file = File::open(path).map_err(io_err)?;
-        let mut buffered = BufReader::with_capacity(64 << 10, file);
-        let head = buffered.fill_buf().map_err(io_err)?;
-        let gzip = head.starts_with(&[0x1f, 0x8b]);
+        Self::from_reader(path, file, expected)
+    }
+
+    /// A reader over the empty bucket (no file, no records).
+    pub fn empty() -> BucketReader {
+        Self::from_reader(Path::new("<empty bucket>"), io::empty(), None)
+            .expect("an empty stream has nothing to check")
+    }
+
+    /// A reader over an already opened stream of bucket bytes, plain or gzipped (detected by
+    /// the gzip magic number), and reads its first record; `path` names it in errors.
+    pub fn from_reader(
+        path: &Path,
+        input: impl Read + Send + 'static,
+        expected: Option<[u8; 32]>,
+    ) -> Result<BucketReader> {
+        let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, input);
+        let head = buffered.fill_buf().map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let gzip = head.starts_with(&GZIP_MAGIC);
         let input: Box<dyn Read + Send> = if gzip {
             Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
         } else {
             Box::new(buffered)
         };
-        Self::from_reader(path, input, gzip, expected)
-    }
-
-    /// A reader over the empty bucket (no file, no records).
-    pub fn empty() -> BucketReader {
-        Self::from_reader(
-            Path::new("<empty bucket>"),
-            Box::new(io::empty()),
-            false,
-            None,
-        )
-        .expect("an empty stream has nothing to check")
-    }
-
-    /// A reader over an already opened stream of uncompressed bucket bytes; `path` names it in
-    /// errors.
-    pub fn from_reader(
-        path: &Path,
-        input: Box<dyn Read + Send>,
-        gzip: bool,
-        expected: Option<[u8; 32]>,
-    ) -> Result<BucketReader> {
         let mut reader = BucketReader {
             path: path.to_path_buf(),
             input,
@@ -472,7 +475,7 @@ impl BucketWriter {
         Ok(BucketWriter {
             path: path.to_path_buf(),
             tmp,
-            out: BufWriter::with_capacity(64 << 10, file),
+            out: BufWriter::with_capacity(READ_BUFFER_BYTES, file),
             hasher: Sha256::new(),
             bytes: 0,
             records: 0,

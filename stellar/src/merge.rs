@@ -99,16 +99,17 @@ pub fn merge(
     writer.finish()
 }
 
-/// Merges the bucket files `old` and `new` into `out`. With `expected` names, each input's
-/// SHA-256 is checked as it is read.
+/// Merges the bucket files `old` and `new` (plain or gzipped) into `out`.
 pub fn merge_files(
     old: &Path,
     new: &Path,
-    expected: (Option<[u8; 32]>, Option<[u8; 32]>),
     out: &Path,
     keep_tombstones: bool,
 ) -> Result<BucketSummary> {
-    let old = BucketReader::open(old, expected.0)?;
-    let new = BucketReader::open(new, expected.1)?;
-    merge(old, new, out, keep_tombstones)
+    merge(
+        BucketReader::open(old, None)?,
+        BucketReader::open(new, None)?,
+        out,
+        keep_tombstones,
+    )
 }

@@ -1,5 +1,6 @@
 //! `strata stellar ...`: Stellar ledger state on strata.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -149,7 +150,6 @@ pub fn run(command: Stellar) -> CliResult {
                 let (_, entry) = item?;
                 n += 1;
                 if !count {
-                    use std::io::Write;
                     let b64 = base64::engine::general_purpose::STANDARD.encode(entry);
                     if json {
                         writeln!(out, "{}", json!({"entry": b64}))?;
@@ -175,7 +175,7 @@ pub fn run(command: Stellar) -> CliResult {
             last_level,
             json,
         } => {
-            let summary = merge_files(&old, &new, (None, None), &out, !last_level)?;
+            let summary = merge_files(&old, &new, &out, !last_level)?;
             let hash = hex::encode(summary.hash);
             if json {
                 println!(

@@ -47,6 +47,9 @@ use crate::{Batch, Db, Durability, Options};
 /// Bytes of keys and values buffered before an import writes a batch.
 pub const IMPORT_BATCH_BYTES: usize = 1 << 20;
 
+/// Keys deleted per write batch when an old generation is removed.
+pub const DELETE_BATCH_KEYS: usize = 4096;
+
 /// Slots of a bucket list (11 levels, curr and snap).
 pub const MAX_SLOTS: usize = 22;
 
@@ -366,7 +369,7 @@ impl LedgerStore {
         for item in self.db.range((start, end))? {
             let (key, _) = item?;
             batch.delete(key);
-            if batch.len() >= 4096 {
+            if batch.len() >= DELETE_BATCH_KEYS {
                 self.db.write_batch_with(&batch, Durability::Buffered)?;
                 batch = Batch::new();
             }
@@ -405,14 +408,13 @@ impl LedgerStore {
 
     fn get_encoded(&self, encoded: &[u8]) -> Result<Option<Vec<u8>>> {
         let state = self.current()?;
-        let mut key = Vec::with_capacity(DATA_KEY_HEADER + encoded.len());
+        let mut key = data_prefix(state.generation, Some(0));
+        key.extend_from_slice(encoded);
         for (slot, name) in state.slots.iter().enumerate() {
             if *name == EMPTY_BUCKET {
                 continue;
             }
-            key.clear();
-            key.extend_from_slice(&data_prefix(state.generation, Some(slot as u8)));
-            key.extend_from_slice(encoded);
+            key[DATA_KEY_HEADER - 1] = slot as u8;
             if let Some(record) = self.db.get(&key)? {
                 return match EntryKind::of_xdr(&record) {
                     Some(EntryKind::Dead) => Ok(None),

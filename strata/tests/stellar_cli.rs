@@ -58,7 +58,7 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
         let key = LedgerEntry::from_xdr(&bytes, Limits::none())
             .unwrap()
             .to_key();
-        let key64 = key.to_xdr_base64_like();
+        let key64 = key_b64(&key);
         let (ok, out, err) = strata(&["stellar", "get", "--db", db, &key64]);
         assert!(ok, "{err}");
         assert_eq!(out.trim(), *b64);
@@ -67,14 +67,7 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
     let absent = LedgerKey::Ttl(strata_stellar::stellar_xdr::LedgerKeyTtl {
         key_hash: strata_stellar::stellar_xdr::Hash([0xAB; 32]),
     });
-    let (ok, out, _) = strata(&[
-        "stellar",
-        "get",
-        "--db",
-        db,
-        &absent.to_xdr_base64_like(),
-        "--json",
-    ]);
+    let (ok, out, _) = strata(&["stellar", "get", "--db", db, &key_b64(&absent), "--json"]);
     assert!(ok);
     assert_eq!(json(&out)["present"], false);
     let (ok, _, err) = strata(&["stellar", "get", "--db", db, "not base64!"]);
@@ -85,7 +78,7 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
         "get",
         "--db",
         missing.to_str().unwrap(),
-        &absent.to_xdr_base64_like(),
+        &key_b64(&absent),
     ]);
     assert!(!ok && err.contains("missing"), "{err}");
     assert!(!missing.exists(), "get must not create a store");
@@ -117,12 +110,7 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
     assert!(report["matched"].as_u64().unwrap() >= 98);
 }
 
-trait Base64Key {
-    fn to_xdr_base64_like(&self) -> String;
-}
-
-impl Base64Key for LedgerKey {
-    fn to_xdr_base64_like(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.to_xdr(Limits::none()).unwrap())
-    }
+/// A `LedgerKey` as the CLI takes it: base64 XDR.
+fn key_b64(key: &LedgerKey) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key.to_xdr(Limits::none()).unwrap())
 }

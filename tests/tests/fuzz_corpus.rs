@@ -120,17 +120,9 @@ fn manifest_corpus() {
 
 #[test]
 fn bucket_corpus() {
-    use std::io::Read;
     use strata_stellar::bucket::BucketReader;
     let n = replay("bucket", |b, p| {
-        let gzip = b.starts_with(&[0x1f, 0x8b]);
-        let cursor = std::io::Cursor::new(b.to_vec());
-        let input: Box<dyn Read + Send> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(cursor))
-        } else {
-            Box::new(cursor)
-        };
-        if let Ok(mut r) = BucketReader::from_reader(p, input, gzip, None) {
+        if let Ok(mut r) = BucketReader::from_reader(p, std::io::Cursor::new(b.to_vec()), None) {
             while let Ok(Some(_)) = r.next_record() {}
         }
     });
