@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use strata::bench::{
+use strata_bench::{
     block_value, state_deleted, state_key, state_type, state_value, IngestParams, Rss, StateParams,
     STATE_SCAN_TYPE,
 };
@@ -201,7 +201,7 @@ fn ingest(engine: Engine, dir: &Path, blocks: u64) {
         ..IngestParams::default()
     };
     if engine == Engine::Strata {
-        let r = strata::bench::ingest(dir, &p, &mut |_| {}).expect("strata ingest");
+        let r = strata_bench::ingest(dir, &p, &mut |_| {}).expect("strata ingest");
         println!(
             "{{\"engine\":\"strata\",\"workload\":\"ingest\",\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"wall_s\":{:.2}}}",
             r.payload_mb_per_s(),
@@ -263,7 +263,7 @@ fn state(engine: Engine, dir: &Path, keys: u64, lookups: u64) {
         ..StateParams::default()
     };
     if engine == Engine::Strata {
-        let r = strata::bench::state(dir, &p, &mut |_, _| {}).expect("strata state");
+        let r = strata_bench::state(dir, &p, &mut |_, _| {}).expect("strata state");
         println!(
             "{{\"engine\":\"strata\",\"workload\":\"state\",\"load_mb_per_s\":{:.1},\"reopen_s\":{:.3},\"hit_lookups_per_s\":{:.0},\"miss_lookups_per_s\":{:.0},\"index_bytes_per_key\":{:.2},\"scan_keys_per_s\":{:.0},\"scan_extra_rss_mb\":{:.1},\"peak_rss_mb\":{:.1}}}",
             r.load_mb_per_s, r.reopen_s, r.hit_lookups_per_s, r.miss_lookups_per_s, r.index_bytes_per_key, r.scan_keys_per_s, r.scan_extra_rss_mb, mib(r.peak_rss_bytes)

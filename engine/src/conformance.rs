@@ -5,8 +5,10 @@
 use std::path::Path;
 
 use crate::index::IndexFactory;
-use crate::run::{index_file_name, Run, RunWriter, RUN_HEADER_BYTES};
-use crate::types::{EntryKind, SeqNo, MAX_KEY_BYTES};
+use crate::layout::index_file_name;
+use crate::limits::MAX_KEY_BYTES;
+use crate::run::{Run, RunWriter, RUN_HEADER_BYTES};
+use crate::types::{EntryKind, SeqNo};
 
 /// One case: keys (sorted, unique) and the length of each value.
 struct Case {
@@ -157,7 +159,8 @@ pub mod bench_support {
     use std::time::{Duration, Instant};
 
     use crate::index::IndexFactory;
-    use crate::run::{index_file_name, Run, RunWriter};
+    use crate::layout::index_file_name;
+    use crate::run::{Run, RunWriter};
     use crate::types::{EntryKind, SeqNo};
 
     /// Bytes of every benchmark value.

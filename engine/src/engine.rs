@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::index::IndexFactory;
+use crate::layout::{self, shard_dir_name, FileKind, DB_FILE, LOCK_FILE};
 use crate::manifest::{self, DbMeta, DB_MAGIC};
 use crate::options::{Durability, Options, Sharding};
 use crate::scan::Scan;
-use crate::shard::{
-    create_shard_dir, load_shard, shard_dir_name, CompactionReport, Indexes, Shard, ShardStats,
-};
+use crate::shard::{create_shard_dir, load_shard, CompactionReport, Indexes, Shard, ShardStats};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -23,16 +22,10 @@ use crate::event::Event;
 use crate::policy::{Plan, ShardShape};
 use crate::stall::{Admission, StallGate};
 
-use crate::types::{
-    prefix_successor, Batch, OpRef, ShardId, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
-};
+use crate::limits::{MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::types::{prefix_successor, Batch, OpRef, ShardId};
 use crate::wal::Wal;
 use parking_lot::{Mutex, RwLock};
-
-/// Name of the database identity file.
-pub const DB_FILE: &str = "STRATA";
-/// Name of the lock file.
-pub const LOCK_FILE: &str = "LOCK";
 
 /// Whole-database figures, one line per holder of the memory model.
 #[derive(Clone, Debug, Default)]
@@ -159,11 +152,10 @@ impl<W: Wal> std::fmt::Debug for Engine<W> {
 }
 
 fn shard_id_from_name(name: &str) -> Option<ShardId> {
-    let hex = name.strip_prefix("shard-")?;
-    if hex.len() != 16 {
-        return None;
+    match layout::parse(name)? {
+        FileKind::ShardDir(id) => Some(id),
+        _ => None,
     }
-    u64::from_str_radix(hex, 16).ok().map(ShardId)
 }
 
 impl<W: Wal> Engine<W> {

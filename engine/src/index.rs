@@ -113,9 +113,9 @@ pub const INDEX_VERSION_OFFSET: usize = 8;
 /// Offset of the run identity in every index file.
 pub const INDEX_IDENTITY_OFFSET: usize = 16;
 
-/// Checks the frame every index file shares: at least `header_bytes` plus an 8-byte checksum,
-/// `magic` at offset 0, `version` as a little-endian `u32` at [`INDEX_VERSION_OFFSET`], and an
-/// xxh3 of every byte before the last 8; then, when `run` is given, the identity at
+/// Checks the frame every index file shares (see [`crate::format::check_frame`]): at least
+/// `header_bytes` plus the checksum, `magic` at offset 0, `version` at [`INDEX_VERSION_OFFSET`],
+/// the checksum over every byte before the last 8; then, when `run` is given, the identity at
 /// [`INDEX_IDENTITY_OFFSET`]. Returns the length before the checksum.
 pub fn check_index_frame(
     bytes: &[u8],
@@ -125,47 +125,18 @@ pub fn check_index_frame(
     header_bytes: usize,
     run: Option<&RunIdentity>,
 ) -> Result<usize> {
-    use crate::error::Error;
-    if bytes.len() < header_bytes + 8 {
-        return Err(Error::corrupt(
-            path,
-            0,
-            what,
-            format!("{} bytes is shorter than header and checksum", bytes.len()),
-        ));
-    }
-    if bytes[..8] != magic {
-        return Err(Error::corrupt(path, 0, what, "bad magic"));
-    }
-    let found = u32::from_le_bytes(
-        bytes[INDEX_VERSION_OFFSET..INDEX_VERSION_OFFSET + 4]
-            .try_into()
-            .expect("4 bytes"),
-    );
-    if found != version {
-        return Err(Error::UnsupportedVersion {
-            file: path.into(),
-            what,
-            found,
-            supported: version,
-        });
-    }
-    let body_end = bytes.len() - 8;
-    let expected = u64::from_le_bytes(bytes[body_end..].try_into().expect("8 bytes"));
-    let actual = crate::types::checksum(&bytes[..body_end]);
-    if expected != actual {
-        return Err(Error::ChecksumMismatch {
-            file: path.into(),
-            offset: body_end as u64,
-            what,
-            expected,
-            actual,
-        });
-    }
+    let spec = crate::format::FrameSpec {
+        what,
+        magic,
+        magic_at: 0,
+        version,
+        min_bytes: header_bytes + crate::format::FRAME_CHECKSUM_BYTES,
+    };
+    let body_end = crate::format::check_frame(bytes, path, 0, &spec)?;
     if let Some(run) = run {
         let stored = RunIdentity::decode(&bytes[INDEX_IDENTITY_OFFSET..]);
         if stored != *run {
-            return Err(Error::corrupt(
+            return Err(crate::error::Error::corrupt(
                 path,
                 INDEX_IDENTITY_OFFSET as u64,
                 what,

@@ -1,42 +1,58 @@
 //! strata's kernel: keys and entries, the [`Index`], [`Wal`] and [`Compactor`] traits, the
-//! sorted-run format, the memtable of WAL positions, shards, manifests, the k-way merge behind
-//! scans, events and stats. Generic over the traits; knows no concrete index or WAL.
+//! sorted-run format, the memtable of WAL positions, shards, manifests, the one k-way merge
+//! ([`Merger`]) behind scans and compaction, events and stats. Generic over the traits; knows no
+//! concrete index or WAL.
 //!
 //! Memory is bounded by design: memtables hold positions, not values; compaction streams values
-//! in [`COPY_CHUNK_BYTES`] chunks; scans hold one key per source.
+//! in [`COPY_CHUNK_BYTES`] chunks; scans hold one key per source. Every limit is in one place and
+//! re-exported here (see the `limits` list below).
+//!
+//! # The kernel's face
+//!
+//! Modules are private; what users and plug-ins need is re-exported at this root. Three modules
+//! are public on purpose: [`format`] (file names, frames and whole-file checks, for tools such
+//! as `verify`), [`sync`] (the loom/std facade the WAL and the compactor build on) and, behind
+//! the `conformance` feature, `conformance` (the suite every `Index` runs).
 
-pub mod compactor;
-pub mod engine;
-pub mod error;
-pub mod event;
-pub mod index;
-pub mod manifest;
-pub mod memtable;
-pub mod options;
-pub mod policy;
-pub mod run;
-pub mod scan;
-pub mod shard;
-pub mod stall;
+mod compactor;
+mod engine;
+mod error;
+mod event;
+pub mod format;
+mod index;
+mod layout;
+mod limits;
+mod manifest;
+mod memtable;
+mod merge;
+mod options;
+mod policy;
+mod run;
+mod scan;
+mod shard;
+mod stall;
 pub mod sync;
-pub mod types;
-pub mod wal;
+mod types;
+mod wal;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use compactor::{CompactionTarget, Compactor};
-pub use engine::{Engine, Stats};
+pub use engine::{stored_sharding, Engine, Stats};
 pub use error::{Error, Result};
 pub use event::{Event, EventLog, EventSink, NoEvents};
 pub use index::{
     check_index_frame, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span,
 };
-pub use options::{
-    CompactionOptions, Durability, IndexPolicy, Options, Sharding, AUTO_INDEX_CUTOFF_BYTES,
-};
+pub use limits::*;
+pub use merge::{MergeSource, Merger};
+pub use options::{CompactionOptions, Durability, IndexPolicy, Options, Sharding};
 pub use policy::{Plan, PolicyOptions, ShardShape};
 pub use scan::Scan;
 pub use shard::{CompactionReport, RunStats, ShardStats};
-pub use types::*;
+pub use stall::{Admission, StallGate};
+pub use types::{
+    checksum, prefix_successor, Batch, EntryKind, OpRef, SegmentId, SeqNo, ShardId, WalPos,
+};
 pub use wal::{Appended, RecoveredRecord, Wal, WalStats};

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::types::checksum;
+use crate::limits::MAX_MANIFEST_BYTES;
 
 /// Format version of both manifest files.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -15,8 +15,6 @@ pub const MANIFEST_VERSION: u32 = 1;
 pub const DB_MAGIC: [u8; 8] = *b"STRATADB";
 /// Magic of a shard manifest.
 pub const SHARD_MAGIC: [u8; 8] = *b"STRATAMF";
-/// Largest manifest payload accepted on decode, in bytes.
-pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 
 const M_MAGIC: usize = 0;
 const M_VERSION: usize = M_MAGIC + 8;
@@ -78,40 +76,28 @@ pub fn encode<T: bincode::Encode>(magic: [u8; 8], value: &T) -> Vec<u8> {
     out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&payload);
-    let c = checksum(&out);
-    out.extend_from_slice(&c.to_le_bytes());
+    crate::format::seal_frame(&mut out);
     out
 }
 
-/// Decodes a framed manifest read from `path`, checking magic, version, length and checksum.
+/// Decodes a framed manifest read from `path`: the frame (see [`crate::format::check_frame`]),
+/// then the payload length against the file length, then the payload.
 pub fn decode<T: bincode::Decode<()>>(
     magic: [u8; 8],
     bytes: &[u8],
     path: &Path,
     what: &'static str,
 ) -> Result<T> {
-    if bytes.len() < MANIFEST_HEAD_BYTES + 8 {
-        return Err(Error::corrupt(
-            path,
-            0,
-            what,
-            format!("{} bytes is too short", bytes.len()),
-        ));
-    }
-    if bytes[M_MAGIC..M_MAGIC + 8] != magic {
-        return Err(Error::corrupt(path, 0, what, "bad magic"));
-    }
-    let version = u32::from_le_bytes(bytes[M_VERSION..M_VERSION + 4].try_into().expect("4 bytes"));
-    if version != MANIFEST_VERSION {
-        return Err(Error::UnsupportedVersion {
-            file: path.into(),
-            what,
-            found: version,
-            supported: MANIFEST_VERSION,
-        });
-    }
+    let spec = crate::format::FrameSpec {
+        what,
+        magic,
+        magic_at: M_MAGIC,
+        version: MANIFEST_VERSION,
+        min_bytes: MANIFEST_HEAD_BYTES + crate::format::FRAME_CHECKSUM_BYTES,
+    };
+    let body_end = crate::format::check_frame(bytes, path, 0, &spec)?;
     let len = u32::from_le_bytes(bytes[M_LEN..M_LEN + 4].try_into().expect("4 bytes")) as usize;
-    if len > MAX_MANIFEST_BYTES || MANIFEST_HEAD_BYTES + len + 8 != bytes.len() {
+    if len > MAX_MANIFEST_BYTES || MANIFEST_HEAD_BYTES + len != body_end {
         return Err(Error::corrupt(
             path,
             M_LEN as u64,
@@ -122,22 +108,7 @@ pub fn decode<T: bincode::Decode<()>>(
             ),
         ));
     }
-    let body = &bytes[..MANIFEST_HEAD_BYTES + len];
-    let stored = u64::from_le_bytes(
-        bytes[MANIFEST_HEAD_BYTES + len..]
-            .try_into()
-            .expect("8 bytes"),
-    );
-    let actual = checksum(body);
-    if stored != actual {
-        return Err(Error::ChecksumMismatch {
-            file: path.into(),
-            offset: 0,
-            what,
-            expected: stored,
-            actual,
-        });
-    }
+    let body = &bytes[..body_end];
     let (value, used) = bincode::decode_from_slice(&body[MANIFEST_HEAD_BYTES..], config())
         .map_err(|e| {
             Error::corrupt(
@@ -156,6 +127,16 @@ pub fn decode<T: bincode::Decode<()>>(
         ));
     }
     Ok(value)
+}
+
+/// Checks the bytes of a database identity file (`STRATA`).
+pub fn check_db_meta_bytes(bytes: &[u8], path: &Path) -> Result<DbMeta> {
+    decode(DB_MAGIC, bytes, path, "database identity file")
+}
+
+/// Checks the bytes of a shard manifest (`MANIFEST`).
+pub fn check_shard_manifest_bytes(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
+    decode(SHARD_MAGIC, bytes, path, "shard manifest")
 }
 
 /// Reads a framed manifest file (at most [`MAX_MANIFEST_BYTES`] plus framing).

@@ -4,6 +4,10 @@ use std::sync::Arc;
 
 use crate::event::{EventSink, NoEvents};
 use crate::index::{IndexKind, IndexParams};
+use crate::limits::{
+    AUTO_INDEX_CUTOFF_BYTES, DEFAULT_STALL_SLOWDOWN_BYTES, DEFAULT_STALL_SLOWDOWN_DELAY_US,
+    DEFAULT_STALL_STOP_BYTES, DEFAULT_STALL_STOP_MEMTABLE_BYTES, MAX_HASH_SHARDS,
+};
 use crate::manifest::DbMeta;
 use crate::policy::PolicyOptions;
 
@@ -25,9 +29,6 @@ pub enum Sharding {
         width: u64,
     },
 }
-
-/// Largest number of hash shards.
-pub const MAX_HASH_SHARDS: u32 = 65_536;
 
 impl Sharding {
     pub(crate) fn to_meta(self) -> DbMeta {
@@ -109,9 +110,6 @@ pub enum IndexPolicy {
     },
 }
 
-/// Run size from which [`IndexPolicy::AUTO`] picks the disk index (20 MiB, as stellar-core).
-pub const AUTO_INDEX_CUTOFF_BYTES: u64 = 20 << 20;
-
 impl IndexPolicy {
     /// In-memory index for runs under [`AUTO_INDEX_CUTOFF_BYTES`], disk index from there.
     pub const AUTO: IndexPolicy = IndexPolicy::BySize {
@@ -165,10 +163,10 @@ impl Default for CompactionOptions {
         CompactionOptions {
             auto: true,
             policy: PolicyOptions::default(),
-            stall_slowdown_bytes: 256 << 20,
-            stall_stop_bytes: 512 << 20,
-            stall_slowdown_delay_us: 1_000,
-            stall_stop_memtable_bytes: 64 << 20,
+            stall_slowdown_bytes: DEFAULT_STALL_SLOWDOWN_BYTES,
+            stall_stop_bytes: DEFAULT_STALL_STOP_BYTES,
+            stall_slowdown_delay_us: DEFAULT_STALL_SLOWDOWN_DELAY_US,
+            stall_stop_memtable_bytes: DEFAULT_STALL_STOP_MEMTABLE_BYTES,
         }
     }
 }

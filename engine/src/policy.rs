@@ -25,9 +25,9 @@ pub struct PolicyOptions {
 impl Default for PolicyOptions {
     fn default() -> Self {
         PolicyOptions {
-            wal_rotate_bytes: 64 << 20,
-            wal_rotate_entries: 262_144,
-            growth_factor: 4,
+            wal_rotate_bytes: crate::limits::DEFAULT_WAL_ROTATE_BYTES,
+            wal_rotate_entries: crate::limits::DEFAULT_WAL_ROTATE_ENTRIES,
+            growth_factor: crate::limits::DEFAULT_GROWTH_FACTOR,
         }
     }
 }

@@ -14,8 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
+use crate::format::{check_frame, FrameSpec};
 use crate::index::{Index, IndexBuilder, RunIdentity};
-use crate::types::{checksum, EntryKind, SeqNo, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::layout::{index_file_name, run_file_name, tmp_name};
+use crate::limits::{
+    MAX_KEY_BYTES, MAX_VALUE_BYTES, RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
+};
+use crate::types::{checksum, EntryKind, SeqNo};
 
 /// Format version written in run headers and footers.
 pub const RUN_VERSION: u32 = 1;
@@ -59,28 +64,25 @@ const F_CHECKSUM: usize = F_RESERVED + 4;
 /// Bytes of the run footer, at the end of the file.
 pub const RUN_FOOTER_BYTES: usize = F_CHECKSUM + 8;
 const _: () = assert!(RUN_FOOTER_BYTES == 64);
+// Header and footer are frames: checksum last, version right after the magic.
+const _: () = assert!(H_VERSION == H_MAGIC + 8 && H_CHECKSUM + 8 == RUN_HEADER_BYTES);
+const _: () = assert!(F_VERSION == F_MAGIC + 8 && F_CHECKSUM + 8 == RUN_FOOTER_BYTES);
 
-/// Bytes of the write buffer of a [`RunWriter`].
-pub const RUN_WRITE_BUFFER_BYTES: usize = 64 << 10;
-/// The kernel maps pages around a faulting one in windows of this size (fault-around); scans
-/// release whole windows.
-pub const FAULT_AROUND_BYTES: u64 = 64 << 10;
+const RUN_HEADER_FRAME: FrameSpec = FrameSpec {
+    what: "run header",
+    magic: RUN_MAGIC,
+    magic_at: H_MAGIC,
+    version: RUN_VERSION,
+    min_bytes: RUN_HEADER_BYTES,
+};
 
-/// A scan drops the run bytes it has passed from the page tables every this many bytes.
-pub const SCAN_RELEASE_WINDOW_BYTES: u64 = 1 << 20;
-
-/// Bytes of the read buffer of a [`RunStream`].
-pub const RUN_READ_BUFFER_BYTES: usize = 64 << 10;
-
-/// File name of run `id`.
-pub fn run_file_name(id: u64) -> String {
-    format!("run-{id:016x}.run")
-}
-
-/// File name of run `id`'s index.
-pub fn index_file_name(id: u64) -> String {
-    format!("run-{id:016x}.idx")
-}
+const RUN_FOOTER_FRAME: FrameSpec = FrameSpec {
+    what: "run footer",
+    magic: RUN_FOOTER_MAGIC,
+    magic_at: F_MAGIC,
+    version: RUN_VERSION,
+    min_bytes: RUN_FOOTER_BYTES,
+};
 
 fn le_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
@@ -190,12 +192,6 @@ pub struct RunWriter {
 pub struct FinishedRun {
     /// Its identity (id, lengths, footer checksum).
     pub identity: RunIdentity,
-    /// Records written.
-    pub entries: u64,
-}
-
-fn tmp_name(name: &str) -> String {
-    format!("{name}.tmp")
 }
 
 impl RunWriter {
@@ -391,10 +387,7 @@ impl RunWriter {
         write_index_file(&self.dir, self.id, self.index, &identity)?;
         let final_path = self.dir.join(run_file_name(self.id));
         std::fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))?;
-        Ok(FinishedRun {
-            identity,
-            entries: self.entries,
-        })
+        Ok(FinishedRun { identity })
     }
 }
 
@@ -473,34 +466,7 @@ pub fn check_run_frame(
             format!("{file_len} bytes is shorter than header and footer ({min_len})"),
         ));
     }
-    if head[H_MAGIC..H_MAGIC + 8] != RUN_MAGIC {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "run header",
-            "bad magic: not a strata run",
-        ));
-    }
-    let stored = le_u64(head, H_CHECKSUM);
-    let actual = checksum(&head[..H_CHECKSUM]);
-    if stored != actual {
-        return Err(Error::ChecksumMismatch {
-            file: path.into(),
-            offset: 0,
-            what: "run header",
-            expected: stored,
-            actual,
-        });
-    }
-    let version = le_u32(head, H_VERSION);
-    if version != RUN_VERSION {
-        return Err(Error::UnsupportedVersion {
-            file: path.into(),
-            what: "run",
-            found: version,
-            supported: RUN_VERSION,
-        });
-    }
+    check_frame(&head[..RUN_HEADER_BYTES], path, 0, &RUN_HEADER_FRAME)?;
     if le_u64(head, H_RUN_ID) != id {
         return Err(Error::corrupt(
             path,
@@ -510,20 +476,8 @@ pub fn check_run_frame(
         ));
     }
     let foff = file_len - RUN_FOOTER_BYTES as u64;
+    check_frame(tail, path, foff, &RUN_FOOTER_FRAME)?;
     let stored = le_u64(tail, F_CHECKSUM);
-    let actual = checksum(&tail[..F_CHECKSUM]);
-    if stored != actual {
-        return Err(Error::ChecksumMismatch {
-            file: path.into(),
-            offset: foff,
-            what: "run footer",
-            expected: stored,
-            actual,
-        });
-    }
-    if tail[F_MAGIC..F_MAGIC + 8] != RUN_FOOTER_MAGIC {
-        return Err(Error::corrupt(path, foff, "run footer", "bad footer magic"));
-    }
     let data_end = le_u64(tail, F_DATA_END);
     if data_end != foff {
         return Err(Error::corrupt(

@@ -2,11 +2,11 @@
 //! Equal keys resolve to the newest source; tombstones hide older versions and are not
 //! returned. Memory: one key per source plus a memtable chunk, never a set of seen keys.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use crate::error::Result;
+use crate::limits::{FAULT_AROUND_BYTES, SCAN_RELEASE_WINDOW_BYTES};
+use crate::merge::{MergeSource, Merger};
 use crate::run::{RecordRef, Run};
 use crate::shard::{MemCursor, ShardView};
 use crate::types::EntryKind;
@@ -23,6 +23,8 @@ enum Source<W: Wal> {
         offset: u64,
         end: Bound<Vec<u8>>,
         cur: Option<RunCur>,
+        /// The current record's key.
+        key: Vec<u8>,
         /// Run bytes before this are released from the page tables.
         released: u64,
     },
@@ -44,34 +46,34 @@ fn within(key: &[u8], end: &Bound<Vec<u8>>) -> bool {
     }
 }
 
-impl<W: Wal> Source<W> {
-    /// Moves to the next entry in range and returns its key; `None` at the end.
-    fn advance(&mut self) -> Result<Option<Vec<u8>>> {
+impl<W: Wal> MergeSource for Source<W> {
+    /// Moves to the next entry in range; `false` at the end.
+    fn advance(&mut self) -> Result<bool> {
         match self {
-            Source::Mem { cursor, .. } => Ok(cursor.advance().then(|| cursor.current().0.clone())),
+            Source::Mem { cursor, .. } => Ok(cursor.advance()),
             Source::Run {
                 run,
                 offset,
                 end,
                 cur,
+                key,
                 released,
             } => {
                 *cur = None;
                 // Drop what the scan has passed from the page tables, a window at a time, so
                 // that a scan keeps about one window of each run resident.
-                if *offset >= *released + crate::run::SCAN_RELEASE_WINDOW_BYTES {
-                    let upto =
-                        *offset / crate::run::FAULT_AROUND_BYTES * crate::run::FAULT_AROUND_BYTES;
+                if *offset >= *released + SCAN_RELEASE_WINDOW_BYTES {
+                    let upto = *offset / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
                     run.release_range(*released, upto);
                     *released = upto;
                 }
                 if *offset >= run.data_end() {
-                    return Ok(None);
+                    return Ok(false);
                 }
                 let rec: RecordRef<'_> = run.record_at(*offset)?;
                 if !within(rec.key, end) {
                     *offset = run.data_end();
-                    return Ok(None);
+                    return Ok(false);
                 }
                 let value_len = rec.value.len();
                 let value_offset =
@@ -81,13 +83,23 @@ impl<W: Wal> Source<W> {
                     value_offset,
                     value_len,
                 });
-                let key = rec.key.to_vec();
+                key.clear();
+                key.extend_from_slice(rec.key);
                 *offset = rec.next;
-                Ok(Some(key))
+                Ok(true)
             }
         }
     }
 
+    fn key(&self) -> &[u8] {
+        match self {
+            Source::Mem { cursor, .. } => &cursor.current().0,
+            Source::Run { key, .. } => key,
+        }
+    }
+}
+
+impl<W: Wal> Source<W> {
     /// The current entry's value, or `None` for a tombstone.
     fn value(&self) -> Result<Option<Vec<u8>>> {
         match self {
@@ -113,9 +125,7 @@ impl<W: Wal> Source<W> {
 /// finished before it was created; may or may not see later ones. Yields an error (and then
 /// ends) when stored bytes fail their checks.
 pub struct Scan<W: Wal> {
-    sources: Vec<Source<W>>,
-    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
-    started: bool,
+    merge: Merger<Source<W>>,
     failed: bool,
 }
 
@@ -135,67 +145,44 @@ impl<W: Wal> Scan<W> {
                 });
             }
             for run in view.runs {
-                let offset = match &start {
-                    Bound::Included(k) => run.seek(k)?,
-                    Bound::Excluded(k) => {
-                        let mut o = run.seek(k)?;
-                        if o < run.data_end() && run.record_at(o)?.key == k.as_slice() {
-                            o = run.record_at(o)?.next;
-                        }
-                        o
-                    }
-                    Bound::Unbounded => crate::run::RUN_HEADER_BYTES as u64,
-                };
-                let released =
-                    offset / crate::run::FAULT_AROUND_BYTES * crate::run::FAULT_AROUND_BYTES;
+                let offset = first_offset(&run, &start)?;
+                let released = offset / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
                 sources.push(Source::Run {
                     run,
                     offset,
                     end: end.clone(),
                     cur: None,
+                    key: Vec::new(),
                     released,
                 });
             }
         }
         Ok(Scan {
-            heap: BinaryHeap::with_capacity(sources.len()),
-            sources,
-            started: false,
+            merge: Merger::new(sources),
             failed: false,
         })
     }
 
-    fn push(&mut self, i: usize) -> Result<()> {
-        if let Some(key) = self.sources[i].advance()? {
-            self.heap.push(Reverse((key, i)));
-        }
-        Ok(())
-    }
-
     fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        if !self.started {
-            self.started = true;
-            for i in 0..self.sources.len() {
-                self.push(i)?;
-            }
-        }
-        while let Some(Reverse((key, rank))) = self.heap.pop() {
-            while let Some(Reverse((k, _))) = self.heap.peek() {
-                if *k != key {
-                    break;
-                }
-                let Reverse((_, r)) = self.heap.pop().expect("peeked");
-                self.push(r)?;
-            }
-            // Sources are ordered newest first, so the lowest rank holds the newest version.
-            let value = self.sources[rank].value()?;
-            self.push(rank)?;
-            if let Some(v) = value {
-                return Ok(Some((key, v)));
-            }
-        }
-        Ok(None)
+        // Sources are ordered newest first; a tombstone hides the key.
+        self.merge
+            .next_resolved(|key, source| Ok(source.value()?.map(|v| (key, v))))
     }
+}
+
+/// Offset of the first record of `run` at or after `start`.
+fn first_offset(run: &Run, start: &Bound<Vec<u8>>) -> Result<u64> {
+    Ok(match start {
+        Bound::Included(k) => run.seek(k)?,
+        Bound::Excluded(k) => {
+            let mut o = run.seek(k)?;
+            if o < run.data_end() && run.record_at(o)?.key == k.as_slice() {
+                o = run.record_at(o)?.next;
+            }
+            o
+        }
+        Bound::Unbounded => crate::run::RUN_HEADER_BYTES as u64,
+    })
 }
 
 impl<W: Wal> Iterator for Scan<W> {

@@ -5,8 +5,7 @@
 //! then the WAL's own locks. Writers hold `state` shared for the whole write, so rotation (which
 //! takes it exclusively) never separates a WAL position from its memtable.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,32 +13,25 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::index::IndexFactory;
+use crate::layout::{
+    self, index_file_name, run_file_name, tmp_name, FileKind, SHARD_MANIFEST_FILE,
+};
 use crate::manifest::{self, RunMeta, ShardManifest, SHARD_MAGIC};
 use crate::memtable::{MemEntry, Memtable};
+use crate::merge::{MergeSource, Merger};
 use crate::options::{Durability, IndexPolicy};
 use crate::policy::{Plan, ShardShape};
-use crate::run::{
-    index_file_name, run_file_name, Run, RunStream, RunWriter, RUN_READ_BUFFER_BYTES,
-    RUN_WRITE_BUFFER_BYTES,
-};
+use crate::run::{Run, RunStream, RunWriter};
 use crate::stall::StallGate;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId, COPY_CHUNK_BYTES};
+use crate::limits::{
+    COPY_CHUNK_BYTES, MEMTABLE_CHUNK_ENTRIES, RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
+};
+use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId};
 use crate::wal::Wal;
 use parking_lot::{Mutex, RwLock};
-
-/// Keys fetched from a memtable at a time by scans and compaction.
-pub const MEMTABLE_CHUNK_ENTRIES: usize = 128;
-
-/// File name of a shard's manifest.
-pub const SHARD_MANIFEST_FILE: &str = "MANIFEST";
-
-/// Directory name of shard `id`.
-pub fn shard_dir_name(id: ShardId) -> String {
-    format!("shard-{:016x}", id.0)
-}
 
 /// What readers see of a shard at one moment: memtables newest first, then runs newest first.
 #[derive(Clone)]
@@ -510,10 +502,8 @@ impl<W: Wal> Shard<W> {
         let (new_run, mut report, kind_name) = match merged {
             Ok(r) => r,
             Err(e) => {
-                let _ =
-                    std::fs::remove_file(self.dir.join(format!("{}.tmp", run_file_name(run_id))));
-                let _ =
-                    std::fs::remove_file(self.dir.join(format!("{}.tmp", index_file_name(run_id))));
+                let _ = std::fs::remove_file(self.dir.join(tmp_name(&run_file_name(run_id))));
+                let _ = std::fs::remove_file(self.dir.join(tmp_name(&index_file_name(run_id))));
                 return Err(e);
             }
         };
@@ -619,49 +609,34 @@ impl<W: Wal> Shard<W> {
         let expected_keys = frozen.iter().map(|m| m.len() as u64).sum::<u64>()
             + runs.iter().map(|r| r.footer().entries).sum::<u64>();
         let mut writer = RunWriter::create(&self.dir, run_id, factory.builder(expected_keys))?;
-        let mut heap = BinaryHeap::with_capacity(inputs.len());
-        for (rank, input) in inputs.iter_mut().enumerate() {
-            if input.advance()? {
-                heap.push(Reverse((input.key().to_vec(), rank)));
+        // A tombstone is kept while a run older than this compaction may hold the key.
+        let older_may_hold =
+            |key: &[u8]| !drop_tombstones && older.iter().any(|r| r.index().may_contain(key));
+        let mut merge = Merger::new(inputs);
+        let mut copy_record = |key: Vec<u8>, input: &mut Input| -> Result<Option<()>> {
+            let (kind, tag, seq, value_len) = input.meta();
+            if kind == EntryKind::Delete && !older_may_hold(&key) {
+                return Ok(Some(()));
             }
-        }
-        while let Some(Reverse((key, rank))) = heap.pop() {
-            // Older versions of the same key: skip them.
-            while let Some(Reverse((k, _))) = heap.peek() {
-                if *k != key {
-                    break;
-                }
-                let Reverse((_, r)) = heap.pop().expect("peeked");
-                if inputs[r].advance()? {
-                    heap.push(Reverse((inputs[r].key().to_vec(), r)));
-                }
-            }
-            let (kind, tag, seq, value_len) = inputs[rank].meta();
-            // A tombstone is kept while a run older than this compaction may hold the key.
-            let keep = kind == EntryKind::Put
-                || !(drop_tombstones || older.iter().all(|r| !r.index().may_contain(&key)));
-            if keep {
-                writer.begin_record(&key, kind, tag, seq, value_len)?;
-                match &mut inputs[rank] {
-                    Input::Mem(m) => {
+            writer.begin_record(&key, kind, tag, seq, value_len)?;
+            match input {
+                Input::Mem(m) => {
+                    if value_len > 0 {
                         let pos = m.current().1.pos;
-                        if value_len > 0 {
-                            self.wal
-                                .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
-                        }
+                        self.wal
+                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
                     }
-                    Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
                 }
-                writer.end_record()?;
+                Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
             }
-            if inputs[rank].advance()? {
-                heap.push(Reverse((inputs[rank].key().to_vec(), rank)));
-            }
-        }
+            writer.end_record()?;
+            Ok(Some(()))
+        };
+        while merge.next_resolved(&mut copy_record)?.is_some() {}
         let entries_out = writer.entries();
         if entries_out == 0 {
             drop(writer);
-            let _ = std::fs::remove_file(self.dir.join(format!("{}.tmp", run_file_name(run_id))));
+            let _ = std::fs::remove_file(self.dir.join(tmp_name(&run_file_name(run_id))));
             return Ok((
                 None,
                 CompactionReport {
@@ -774,16 +749,10 @@ fn remove_strays(dir: &Path, manifest: &ShardManifest, events: &dyn EventSink) -
         let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stray = if name.ends_with(".tmp") {
-            true
-        } else if let Some(rest) = name.strip_prefix("run-") {
-            let id = rest
-                .split('.')
-                .next()
-                .and_then(|h| u64::from_str_radix(h, 16).ok());
-            id.is_some_and(|id| !live.contains(&id))
-        } else {
-            false
+        let stray = match layout::parse(name) {
+            Some(FileKind::Temporary) => true,
+            Some(FileKind::Run(id) | FileKind::Index(id)) => !live.contains(&id),
+            _ => false,
         };
         if stray {
             let path = entry.path();
@@ -851,7 +820,7 @@ enum Input {
     Run(Box<RunStream>),
 }
 
-impl Input {
+impl MergeSource for Input {
     fn advance(&mut self) -> Result<bool> {
         match self {
             Input::Mem(m) => Ok(m.advance()),
@@ -864,6 +833,9 @@ impl Input {
             Input::Run(s) => s.key(),
         }
     }
+}
+
+impl Input {
     fn meta(&self) -> (EntryKind, u8, SeqNo, usize) {
         match self {
             Input::Mem(m) => {

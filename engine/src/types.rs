@@ -1,20 +1,5 @@
 //! Keys, entries, sequence numbers, positions and the limits every write is checked against.
 
-/// Largest key accepted, in bytes. Keys are compared with `memcmp`; the run and WAL formats store
-/// the key length as a `u16`, and every index keeps whole keys, so keys stay small.
-pub const MAX_KEY_BYTES: usize = 4096;
-
-/// Largest value accepted, in bytes (64 MiB). Values are streamed in chunks everywhere except
-/// when returned whole to a caller, so this bounds the one allocation a `get` makes.
-pub const MAX_VALUE_BYTES: usize = 64 << 20;
-
-/// Most operations in one batch. Recovery holds the keys of one uncommitted batch in memory, so
-/// this bounds that buffer.
-pub const MAX_BATCH_OPS: usize = 65_536;
-
-/// Bytes of a value copied at a time by compaction and streaming reads.
-pub const COPY_CHUNK_BYTES: usize = 64 << 10;
-
 /// Per-shard sequence number: every write of a shard gets the next one.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeqNo(pub u64);

@@ -19,7 +19,7 @@ use std::path::Path;
 use fastbloom::BloomFilter;
 use strata_engine::{
     Error, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, Result, RunIdentity, Span,
-    MAX_KEY_BYTES,
+    MAX_FILTER_HASHES, MAX_KEY_BYTES,
 };
 
 /// The kind recorded in manifests for this index.
@@ -48,12 +48,9 @@ const D_KEY_BYTES: usize = D_FILTER_WORDS + 8;
 pub const DISK_HEADER_BYTES: usize = D_KEY_BYTES + 8;
 const _: () = assert!(DISK_HEADER_BYTES == 88);
 const _: () = assert!(
-    D_RUN_ID == strata_engine::index::INDEX_IDENTITY_OFFSET
-        && D_VERSION == strata_engine::index::INDEX_VERSION_OFFSET
+    D_RUN_ID == strata_engine::format::INDEX_IDENTITY_OFFSET
+        && D_VERSION == strata_engine::format::INDEX_VERSION_OFFSET
 );
-
-/// Most hash functions a stored filter may claim.
-pub const MAX_FILTER_HASHES: u32 = 64;
 
 /// Factory of disk indexes with a page size and filter false-positive rate.
 #[derive(Debug, Clone, Copy)]
@@ -483,7 +480,7 @@ mod tests {
 mod resident {
     use super::*;
     use strata_engine::conformance::bench_support::build_run;
-    use strata_engine::run::index_file_name;
+    use strata_engine::format::index_file_name;
 
     /// Resident kilobytes of the mapping of `path` in this process.
     fn resident_kb(path: &Path) -> u64 {

@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::Path;
 
 use strata_engine::{
-    Error, Index, IndexBuilder, IndexFactory, IndexKind, Result, RunIdentity, Span, MAX_KEY_BYTES,
+    Error, Index, IndexBuilder, IndexFactory, IndexKind, Result, RunIdentity, Span,
+    MAX_INMEM_INDEX_FILE_BYTES, MAX_KEY_BYTES,
 };
 
 /// The kind recorded in manifests for this index.
@@ -30,14 +31,11 @@ const I_COUNT: usize = I_RUN_FOOTER_SUM + 8;
 pub const INMEM_HEADER_BYTES: usize = I_COUNT + 8;
 const _: () = assert!(INMEM_HEADER_BYTES == 56);
 const _: () = assert!(
-    I_RUN_ID == strata_engine::index::INDEX_IDENTITY_OFFSET
-        && I_VERSION == strata_engine::index::INDEX_VERSION_OFFSET
+    I_RUN_ID == strata_engine::format::INDEX_IDENTITY_OFFSET
+        && I_VERSION == strata_engine::format::INDEX_VERSION_OFFSET
 );
 /// Bytes per entry besides its key: `u16` key length and `u64` offset.
 pub const ENTRY_FIXED_BYTES: usize = 2 + 8;
-
-/// Largest index file accepted, in bytes (4 GiB): the whole file is read into memory.
-pub const MAX_INMEM_FILE_BYTES: u64 = 4 << 30;
 
 /// Factory of in-memory indexes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -241,12 +239,12 @@ impl IndexFactory for InMemoryIndexFactory {
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io("reading metadata of", path, e))?
             .len();
-        if len > MAX_INMEM_FILE_BYTES {
+        if len > MAX_INMEM_INDEX_FILE_BYTES {
             return Err(Error::corrupt(
                 path,
                 0,
                 "in-memory index",
-                format!("{len} bytes is over the limit of {MAX_INMEM_FILE_BYTES}"),
+                format!("{len} bytes is over the limit of {MAX_INMEM_INDEX_FILE_BYTES}"),
             ));
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;

@@ -10,6 +10,12 @@
 //!   output.
 //! - [`archive`]: history archive states, bucket paths, the bucket list's merge schedule and
 //!   the check that re-performs every merge an archive shows.
+//! - [`store`]: the ledger store, a bucket list's state in a strata database, with lookups by
+//!   `LedgerKey` and per-type scans (through strata's one k-way merge).
+//!
+//! The format code and the store live in one crate: a Stellar node embeds both, and the store
+//! is the only user of the format code besides the command line and the fuzz targets, so a
+//! split would add a crate boundary without an embedder who wants only one half.
 //!
 //! Memory: a reader holds one record (at most [`MAX_RECORD_BYTES`]) and its key, plus a
 //! 64 KiB read buffer and the gzip decoder's window; a merge holds two readers and a 64 KiB
@@ -20,6 +26,7 @@ pub mod bucket;
 pub mod error;
 pub mod key;
 pub mod merge;
+pub mod store;
 
 pub use archive::{Archive, HistoryArchiveState};
 pub use bucket::{BucketMeta, BucketReader, BucketSummary, BucketWriter, EntryKind, Record};

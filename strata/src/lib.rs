@@ -20,9 +20,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod bench;
-pub mod report;
-pub mod stellar;
 pub mod verify;
 
 use std::ops::RangeBounds;
@@ -31,14 +28,19 @@ use std::sync::Arc;
 
 pub use strata_compactor::ThreadCompactor;
 pub use strata_engine::{
-    Batch, CompactionOptions, CompactionReport, Durability, EntryKind, Error, Event, EventLog,
-    EventSink, IndexKind, IndexParams, IndexPolicy, NoEvents, OpRef, Options, PolicyOptions,
-    Result, RunStats, ShardId, ShardStats, Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, MAX_BATCH_OPS,
-    MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    prefix_successor, Batch, CompactionOptions, CompactionReport, Durability, EntryKind, Error,
+    Event, EventLog, EventSink, IndexKind, IndexParams, IndexPolicy, MergeSource, Merger, NoEvents,
+    OpRef, Options, PolicyOptions, Result, RunStats, ShardId, ShardStats, Sharding, Stats,
+    AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES, MAX_BATCH_OPS, MAX_HASH_SHARDS, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES, WAL_RECOVERY_WINDOW_BYTES,
 };
 pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};
 pub use strata_wal::FileWal;
+
+/// WAL bytes per record besides its key and value (record header and value checksum): what a
+/// write costs on disk beyond its payload.
+pub const WAL_RECORD_OVERHEAD_BYTES: usize = strata_wal::RECORD_OVERHEAD_BYTES;
 
 /// An iterator over a key range, in key order.
 pub type Scan = strata_engine::Scan<FileWal>;
@@ -67,8 +69,15 @@ impl Db {
     /// Opens an existing database with the sharding it was created with and default options
     /// otherwise (for tools).
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Db> {
-        let mut options = Options::new();
-        options.sharding = strata_engine::engine::stored_sharding(path.as_ref())?;
+        Db::open_existing_with(path, Options::new())
+    }
+
+    /// Opens an existing database with `options`, whose sharding is replaced by the one the
+    /// database was created with (for tools that need other options, such as no background
+    /// compaction). Never creates a database.
+    pub fn open_existing_with(path: impl AsRef<Path>, mut options: Options) -> Result<Db> {
+        options.sharding = strata_engine::stored_sharding(path.as_ref())?;
+        options.create_if_missing = false;
         Db::open(path, options)
     }
 

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_engine::manifest::{self, DbMeta, ShardManifest, DB_MAGIC, SHARD_MAGIC};
+use strata_engine::format::{self, FileKind};
 use strata_engine::{Error, SegmentId};
+use strata_wal::Ending;
 
 /// One finding.
 #[derive(Clone, Debug)]
@@ -63,6 +64,7 @@ fn map(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
 }
 
 fn check_file(report: &mut VerifyReport, path: &Path, name: &str) {
+    let kind = format::parse_file_name(name);
     let bytes = match map(path) {
         Ok(Some(m)) => m,
         Ok(None) => {
@@ -70,7 +72,7 @@ fn check_file(report: &mut VerifyReport, path: &Path, name: &str) {
                 file: path.into(),
                 offset: Some(0),
                 detail: "empty file".into(),
-                damage: !name.ends_with(".tmp"),
+                damage: kind != Some(FileKind::Temporary),
             });
             return;
         }
@@ -78,76 +80,86 @@ fn check_file(report: &mut VerifyReport, path: &Path, name: &str) {
     };
     report.files += 1;
     report.bytes += bytes.len() as u64;
-    let result = if name.ends_with(".tmp") {
-        report.findings.push(Finding {
-            file: path.into(),
-            offset: None,
-            detail: "temporary file of an interrupted write (removed at open)".into(),
-            damage: false,
-        });
-        Ok(())
-    } else if name == "MANIFEST" {
-        manifest::decode::<ShardManifest>(SHARD_MAGIC, &bytes, path, "shard manifest").map(|_| ())
-    } else if name.ends_with(".run") {
-        strata_engine::run::check_run_bytes(&bytes, path).map(|_| ())
-    } else if name.ends_with(".idx") {
-        match bytes.get(..8) {
-            Some(m) if m == strata_index_inmem::INMEM_MAGIC => {
-                strata_index_inmem::check_index_bytes(&bytes, path).map(|_| ())
-            }
-            Some(m) if m == strata_index_disk::DISK_MAGIC => {
-                strata_index_disk::check_index_bytes(&bytes, path).map(|_| ())
-            }
-            _ => Err(Error::corrupt(
-                path,
-                0,
-                "index file",
-                "unknown magic (rebuilt from its run at open)",
-            )),
+    let result = match kind {
+        Some(FileKind::Temporary) => {
+            report.findings.push(Finding {
+                file: path.into(),
+                offset: None,
+                detail: "temporary file of an interrupted write (removed at open)".into(),
+                damage: false,
+            });
+            Ok(())
         }
-    } else if let Some(id) = name
-        .strip_prefix("wal-")
-        .and_then(|r| r.strip_suffix(".log"))
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-    {
-        match strata_wal::walk::check_segment_bytes(&bytes, path, SegmentId(id)) {
-            Ok((_, strata_wal::walk::Ending::Clean)) => Ok(()),
-            Ok((records, ending)) => {
-                // Damage after which intact records follow is damage; otherwise it is a torn
-                // tail, which open truncates (in the newest segment).
-                let (offset, damage) = match &ending {
-                    strata_wal::walk::Ending::Damaged { at, .. } => (
-                        Some(*at),
-                        strata_wal::walk::intact_header_after(&bytes[..], path, *at)
-                            .unwrap_or(true),
-                    ),
-                    _ => (None, false),
-                };
-                report.findings.push(Finding {
-                    file: path.into(),
-                    offset,
-                    detail: format!("{records} intact records, then {ending:?} (a torn tail of the newest segment is truncated at open)"),
-                    damage,
-                });
-                Ok(())
-            }
-            Err(e) => Err(e),
+        Some(FileKind::ShardManifest) => {
+            format::check_shard_manifest_bytes(&bytes, path).map(|_| ())
         }
-    } else {
-        Ok(())
+        Some(FileKind::Run(_)) => format::check_run_bytes(&bytes, path).map(|_| ()),
+        Some(FileKind::Index(_)) => check_index(&bytes, path),
+        Some(FileKind::WalSegment(id)) => check_segment(report, &bytes, path, id),
+        _ => Ok(()),
     };
     if let Err(e) = result {
         report.error(path, e);
     }
 }
 
+fn check_index(bytes: &[u8], path: &Path) -> Result<(), Error> {
+    match bytes.get(..8) {
+        Some(m) if m == strata_index_inmem::INMEM_MAGIC => {
+            strata_index_inmem::check_index_bytes(bytes, path).map(|_| ())
+        }
+        Some(m) if m == strata_index_disk::DISK_MAGIC => {
+            strata_index_disk::check_index_bytes(bytes, path).map(|_| ())
+        }
+        _ => Err(Error::corrupt(
+            path,
+            0,
+            "index file",
+            "unknown magic (rebuilt from its run at open)",
+        )),
+    }
+}
+
+fn check_segment(
+    report: &mut VerifyReport,
+    bytes: &[u8],
+    path: &Path,
+    id: SegmentId,
+) -> Result<(), Error> {
+    let (records, ending) = strata_wal::check_segment_bytes(bytes, path, id)?;
+    if ending == Ending::Clean {
+        return Ok(());
+    }
+    // Damage after which intact records follow is damage; otherwise it is a torn tail, which
+    // open truncates (in the newest segment).
+    let (offset, damage) = match &ending {
+        Ending::Damaged { at, .. } => (
+            Some(*at),
+            strata_wal::intact_header_after(bytes, path, *at).unwrap_or(true),
+        ),
+        _ => (None, false),
+    };
+    report.findings.push(Finding {
+        file: path.into(),
+        offset,
+        detail: format!(
+            "{records} intact records, then {ending:?} (a torn tail of the newest segment is truncated at open)"
+        ),
+        damage,
+    });
+    Ok(())
+}
+
 /// Checks every file of the database in `dir`.
 pub fn verify(dir: &Path) -> std::io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let db_file = dir.join(strata_engine::engine::DB_FILE);
-    match manifest::read::<DbMeta>(DB_MAGIC, &db_file, "database identity file") {
-        Ok(_) => report.files += 1,
-        Err(e) => report.error(&db_file, e),
+    let db_file = dir.join(format::DB_FILE);
+    match std::fs::read(&db_file) {
+        Ok(bytes) => match format::check_db_meta_bytes(&bytes, &db_file) {
+            Ok(_) => report.files += 1,
+            Err(e) => report.error(&db_file, e),
+        },
+        Err(e) => report.error(&db_file, Error::io("reading", &db_file, e)),
     }
     let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())

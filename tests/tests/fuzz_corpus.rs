@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_engine::manifest::{decode, DbMeta, ShardManifest, DB_MAGIC, SHARD_MAGIC};
+use strata_engine::format::{check_db_meta_bytes, check_shard_manifest_bytes};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -33,7 +33,7 @@ fn replay(target: &str, check: impl Fn(&[u8], &Path)) -> usize {
 #[test]
 fn wal_segment_corpus() {
     let n = replay("wal_segment", |b, p| {
-        let _ = strata_wal::walk::check_segment_bytes(b, p, strata_engine::SegmentId(1));
+        let _ = strata_wal::check_segment_bytes(b, p, strata_engine::SegmentId(1));
     });
     // The seed segment is intact.
     let seed = inputs("wal_segment")
@@ -42,7 +42,7 @@ fn wal_segment_corpus() {
         .unwrap();
     let name = seed.file_name().unwrap().to_string_lossy().into_owned();
     let id = u64::from_str_radix(&name["seed-wal-".len()..name.len() - 4], 16).unwrap();
-    let (records, ending) = strata_wal::walk::check_segment_bytes(
+    let (records, ending) = strata_wal::check_segment_bytes(
         &std::fs::read(&seed).unwrap(),
         &seed,
         strata_engine::SegmentId(id),
@@ -50,7 +50,7 @@ fn wal_segment_corpus() {
     .unwrap();
     assert_eq!(
         (records, ending),
-        (3, strata_wal::walk::Ending::Clean),
+        (3, strata_wal::Ending::Clean),
         "{n} inputs"
     );
 }
@@ -58,7 +58,7 @@ fn wal_segment_corpus() {
 #[test]
 fn run_file_corpus() {
     replay("run_file", |b, p| {
-        let _ = strata_engine::run::check_run_bytes(b, p);
+        let _ = strata_engine::format::check_run_bytes(b, p);
     });
     for seed in inputs("run_file")
         .iter()
@@ -66,14 +66,14 @@ fn run_file_corpus() {
     {
         let bytes = std::fs::read(seed).unwrap();
         assert_eq!(
-            strata_engine::run::check_run_bytes(&bytes, seed).unwrap(),
+            strata_engine::format::check_run_bytes(&bytes, seed).unwrap(),
             11
         );
         // Any single flipped byte of a run is found.
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x20;
-            let e = strata_engine::run::check_run_bytes(&b, seed).expect_err("flip not found");
+            let e = strata_engine::format::check_run_bytes(&b, seed).expect_err("flip not found");
             assert_eq!(e.file(), Some(seed.as_path()));
         }
     }
@@ -113,8 +113,8 @@ fn index_disk_corpus() {
 #[test]
 fn manifest_corpus() {
     replay("manifest", |b, p| {
-        let _ = decode::<ShardManifest>(SHARD_MAGIC, b, p, "shard manifest");
-        let _ = decode::<DbMeta>(DB_MAGIC, b, p, "database identity file");
+        let _ = check_shard_manifest_bytes(b, p);
+        let _ = check_db_meta_bytes(b, p);
     });
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc as StdArc, Weak};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Mutex;
 use strata_compactor::ThreadCompactor;
-use strata_engine::stall::{Admission, StallGate};
+use strata_engine::{Admission, StallGate};
 use strata_engine::{CompactionTarget, Compactor, Result, ShardId};
 
 /// A target that records its jobs and checks that they never overlap.

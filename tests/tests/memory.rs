@@ -56,7 +56,7 @@ fn recovery_reads_headers_only_and_compaction_holds_a_few_chunks() {
         "memtable holds {} bytes",
         stats.memtable_bytes
     );
-    let window = strata_wal::walk::RECOVERY_WINDOW_BYTES as u64;
+    let window = strata::WAL_RECOVERY_WINDOW_BYTES as u64;
     assert!(
         stats.recovery_bytes_read <= (VALUES as u64 + 1) * window
             && stats.recovery_bytes_read * 50 < stats.wal_bytes,

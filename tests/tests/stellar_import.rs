@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use strata::stellar::{Error, LedgerStore};
 use strata_stellar::archive::Archive;
 use strata_stellar::key::ENTRY_TYPES;
 use strata_stellar::stellar_xdr::{
     BucketEntry, LedgerEntry, LedgerEntryType, LedgerKey, Limits, ReadXdr,
 };
+use strata_stellar::store::{Error, LedgerStore};
 
 fn archive_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/stellar-testnet")
@@ -141,7 +141,7 @@ fn every_checkpoint_imports_and_agrees_with_the_buckets_decoded_newest_first() {
 }
 
 /// Everything a reader can see: the state, and every type's scan.
-fn visible(store: &LedgerStore) -> (Option<strata::stellar::StoreState>, Vec<Vec<Vec<u8>>>) {
+fn visible(store: &LedgerStore) -> (Option<strata_stellar::store::StoreState>, Vec<Vec<Vec<u8>>>) {
     let scans = ENTRY_TYPES
         .iter()
         .map(|(ty, _)| {

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use strata::stellar::synthetic::{self, expected_live_until, key_hash};
-use strata::stellar::LedgerStore;
 use strata_stellar::stellar_xdr::{LedgerEntry, LedgerEntryData, LedgerEntryType, Limits, ReadXdr};
+use strata_stellar::store::synthetic::{self, expected_live_until, key_hash};
+use strata_stellar::store::LedgerStore;
 use strata_tests::peak_growth;
 
 #[global_allocator]

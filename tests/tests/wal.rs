@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use strata_engine::format::segment_file_name;
 use strata_engine::{EntryKind, Error, Event, EventLog, OpRef, SegmentId, SeqNo, Wal, WalPos};
-use strata_wal::{segment_file_name, FileWal};
+use strata_wal::FileWal;
 
 const N: usize = 12;
 

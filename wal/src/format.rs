@@ -2,7 +2,10 @@
 //! 32-byte header (with its own checksum over header and key), the key, the value, and an
 //! 8-byte checksum of the value. All integers little-endian.
 
-use strata_engine::{checksum, EntryKind, SeqNo, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use std::path::Path;
+
+use strata_engine::format::{check_frame, FrameSpec};
+use strata_engine::{checksum, EntryKind, Error, Result, SeqNo, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Format version of WAL segments.
 pub const WAL_VERSION: u32 = 1;
@@ -166,37 +169,29 @@ pub fn encode_segment_header(segment: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     h
 }
 
-/// What is wrong with a segment header.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SegmentHeaderProblem {
-    /// Bad magic, checksum or segment number.
-    Corrupt(String),
-    /// Another format version.
-    Version(u32),
-}
+const SEGMENT_FRAME: FrameSpec = FrameSpec {
+    what: "WAL segment header",
+    magic: WAL_MAGIC,
+    magic_at: S_MAGIC,
+    version: WAL_VERSION,
+    min_bytes: SEGMENT_HEADER_BYTES,
+};
+// The segment header is a frame: version after the magic, checksum last.
+const _: () = assert!(S_VERSION == S_MAGIC + 8 && S_CHECKSUM + 8 == SEGMENT_HEADER_BYTES);
 
-/// Checks a segment header against the segment number of its file name.
-pub fn check_segment_header(h: &[u8], segment: u64) -> Result<(), SegmentHeaderProblem> {
-    if h.len() < SEGMENT_HEADER_BYTES || h[S_MAGIC..S_MAGIC + 8] != WAL_MAGIC {
-        return Err(SegmentHeaderProblem::Corrupt(
-            "bad magic: not a strata WAL segment".into(),
-        ));
-    }
-    let stored = u64::from_le_bytes(h[S_CHECKSUM..S_CHECKSUM + 8].try_into().expect("8 bytes"));
-    if stored != checksum(&h[..S_CHECKSUM]) {
-        return Err(SegmentHeaderProblem::Corrupt(
-            "segment header checksum mismatch".into(),
-        ));
-    }
-    let version = u32::from_le_bytes(h[S_VERSION..S_VERSION + 4].try_into().expect("4 bytes"));
-    if version != WAL_VERSION {
-        return Err(SegmentHeaderProblem::Version(version));
-    }
+/// Checks a segment header (the frame, see [`check_frame`]) against the segment number of its
+/// file name.
+pub fn check_segment_header(h: &[u8], path: &Path, segment: u64) -> Result<()> {
+    let h = h.get(..SEGMENT_HEADER_BYTES).unwrap_or(h);
+    check_frame(h, path, 0, &SEGMENT_FRAME)?;
     let id = u64::from_le_bytes(h[S_SEGMENT..S_SEGMENT + 8].try_into().expect("8 bytes"));
     if id != segment {
-        return Err(SegmentHeaderProblem::Corrupt(format!(
-            "header names segment {id}, file name says {segment}"
-        )));
+        return Err(Error::corrupt(
+            path,
+            S_SEGMENT as u64,
+            "WAL segment header",
+            format!("header names segment {id}, file name says {segment}"),
+        ));
     }
     Ok(())
 }

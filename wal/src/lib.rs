@@ -1,5 +1,5 @@
 //! `FileWal`: strata's write-ahead log. One directory of numbered segment files
-//! (`wal-<id>.log`); appends are buffered in [`WRITE_BUFFER_BYTES`] and written to the OS per
+//! (`wal-<id>.log`); appends are buffered in [`WAL_WRITE_BUFFER_BYTES`](strata_engine::WAL_WRITE_BUFFER_BYTES) and written to the OS per
 //! batch; recovery walks record headers and seeks over values, so it needs memory for keys, not
 //! bytes; values are read back by position and checked on demand.
 //!
@@ -7,8 +7,16 @@
 //! or bad bytes after which no intact record follows) is truncated at the end of the last whole
 //! batch, with an event. Damage anywhere else is an error naming the file and offset.
 
-pub mod format;
-pub mod walk;
+mod format;
+mod walk;
+
+pub use format::{
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, VALUE_CHECKSUM_BYTES, WAL_MAGIC, WAL_VERSION,
+};
+pub use walk::{check_segment_bytes, intact_header_after, Ending};
+
+/// WAL bytes per record besides its key and value: the record header and the value checksum.
+pub const RECORD_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + VALUE_CHECKSUM_BYTES;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,33 +24,21 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use strata_engine::format::{parse_file_name, segment_file_name, FileKind};
 use strata_engine::sync::{Mutex, RwLock};
 use strata_engine::{
     checksum, Appended, EntryKind, Error, Event, EventSink, OpRef, RecoveredRecord, Result,
-    SegmentId, SeqNo, Wal, WalPos, WalStats,
+    SegmentId, SeqNo, Wal, WalPos, WalStats, WAL_WRITE_BUFFER_BYTES,
 };
 
-use crate::format::{
-    encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES, VALUE_CHECKSUM_BYTES,
-};
-use crate::walk::{intact_header_after, walk_segment, Ending, FileAt};
-
-/// Bytes of the append buffer: records are gathered here and written with one call; a value
-/// that does not fit is written straight from the caller's memory. Allocated per append and
-/// freed after it.
-pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
-
-/// File name of segment `id`.
-pub fn segment_file_name(id: SegmentId) -> String {
-    format!("wal-{:016x}.log", id.0)
-}
+use crate::format::{encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES};
+use crate::walk::{walk_segment, FileAt};
 
 fn segment_id_from_name(name: &str) -> Option<SegmentId> {
-    let hex = name.strip_prefix("wal-")?.strip_suffix(".log")?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok().map(SegmentId))
-        .flatten()
+    match parse_file_name(name)? {
+        FileKind::WalSegment(id) => Some(id),
+        _ => None,
+    }
 }
 
 struct Segment {
@@ -267,7 +263,7 @@ impl Wal for FileWal {
             w.buf.extend_from_slice(&header.encode(op.key));
             w.buf.extend_from_slice(op.key);
             let value_offset = offset + (RECORD_HEADER_BYTES + op.key.len()) as u64;
-            if w.buf.len() + op.value.len() > WRITE_BUFFER_BYTES {
+            if w.buf.len() + op.value.len() > WAL_WRITE_BUFFER_BYTES {
                 result = flush(&w.seg, &mut w.buf, &mut write_at).and_then(|()| {
                     w.seg
                         .file

@@ -3,15 +3,12 @@
 
 use std::path::Path;
 
-use strata_engine::{Error, Result, SegmentId, WalPos, MAX_BATCH_OPS};
+use strata_engine::{Error, Result, SegmentId, WalPos, MAX_BATCH_OPS, WAL_RECOVERY_WINDOW_BYTES};
 
 use crate::format::{
     check_segment_header, decode_fields, verify_checksum, HeaderProblem, RecordHeader,
-    SegmentHeaderProblem, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, WAL_VERSION,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-
-/// Bytes read at a time by recovery: a header and key usually fit; values are skipped.
-pub const RECOVERY_WINDOW_BYTES: usize = 16 << 10;
 
 /// Something recovery can read at an offset.
 pub trait ReadAt {
@@ -49,7 +46,7 @@ impl ReadAt for FileAt<'_> {
     }
 }
 
-/// A read window over a [`ReadAt`]: reads [`RECOVERY_WINDOW_BYTES`] at a time and counts the
+/// A read window over a [`ReadAt`]: reads [`WAL_RECOVERY_WINDOW_BYTES`](strata_engine::WAL_RECOVERY_WINDOW_BYTES) at a time and counts the
 /// bytes it read.
 struct Window<'a, R: ReadAt + ?Sized> {
     src: &'a R,
@@ -69,7 +66,7 @@ impl<'a, R: ReadAt + ?Sized> Window<'a, R> {
         let have =
             offset >= self.start && offset + len as u64 <= self.start + self.buf.len() as u64;
         if !have {
-            let n = (len.max(RECOVERY_WINDOW_BYTES) as u64).min(total - offset) as usize;
+            let n = (len.max(WAL_RECOVERY_WINDOW_BYTES) as u64).min(total - offset) as usize;
             self.buf.resize(n, 0);
             self.src
                 .read_exact_at(&mut self.buf, offset)
@@ -121,18 +118,6 @@ pub struct Found {
     pub pos: WalPos,
 }
 
-fn header_error(path: &Path, p: SegmentHeaderProblem) -> Error {
-    match p {
-        SegmentHeaderProblem::Corrupt(d) => Error::corrupt(path, 0, "WAL segment header", d),
-        SegmentHeaderProblem::Version(v) => Error::UnsupportedVersion {
-            file: path.into(),
-            what: "WAL segment",
-            found: v,
-            supported: WAL_VERSION,
-        },
-    }
-}
-
 /// Walks segment `segment` of `src`, calling `visit` for each record of each complete batch,
 /// in order. Reads headers and keys only. A segment shorter than its header is `Torn` with
 /// `good_end` 0; a bad segment header is an error.
@@ -156,7 +141,7 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
             bytes_read: w.bytes_read,
         });
     };
-    check_segment_header(h, segment.0).map_err(|p| header_error(path, p))?;
+    check_segment_header(h, path, segment.0)?;
     let len = src.byte_len();
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut good_end = offset;

@@ -32,13 +32,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("ingest") => {
-            let params = strata::bench::IngestParams {
+            let params = strata_bench::IngestParams {
                 blocks: args[3].parse().expect("BLOCKS"),
                 verify_blocks: 200,
                 ..Default::default()
             };
             let r =
-                strata::bench::ingest(Path::new(&args[2]), &params, &mut |_| {}).expect("ingest");
+                strata_bench::ingest(Path::new(&args[2]), &params, &mut |_| {}).expect("ingest");
             println!(
                 "{} {} {} {}",
                 r.peak_rss_bytes,

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::bench::{Sample, TimedEvent};
-use crate::Event;
+use crate::{Sample, TimedEvent};
+use strata::Event;
 
 /// Compaction intervals (start, end seconds) from a timeline of events.
 pub fn compaction_intervals(events: &[TimedEvent]) -> Vec<(f64, f64)> {

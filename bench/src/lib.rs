@@ -2,6 +2,8 @@
 //! history-node ingest, an RSS sampler (`/proc/self/status` every 250 ms) and an event sink that
 //! timestamps events.
 
+pub mod report;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 
-use crate::{Db, Durability, EntryKind, Event, EventSink, OpRef, Options, Result, Sharding};
+use strata::{Db, Durability, EntryKind, Event, EventSink, OpRef, Options, Result, Sharding};
 
 /// Milliseconds between RSS samples.
 pub const SAMPLE_INTERVAL_MS: u64 = 250;
@@ -268,9 +270,7 @@ pub fn block_value(p: &IngestParams, n: u64, buf: &mut Vec<u8>) {
     rng.fill_bytes(buf);
 }
 
-/// WAL bytes per record besides key and value: header and value checksum.
-const WAL_RECORD_OVERHEAD_BYTES: usize =
-    strata_wal::format::RECORD_HEADER_BYTES + strata_wal::format::VALUE_CHECKSUM_BYTES;
+use strata::WAL_RECORD_OVERHEAD_BYTES;
 
 /// Runs the ingest into a new database at `dir`: keys are 8-byte big-endian block numbers,
 /// blocks shuffled within windows and written in batches, range shards, automatic compaction.
@@ -279,7 +279,7 @@ const WAL_RECORD_OVERHEAD_BYTES: usize =
 pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Result<IngestReport> {
     if p.min_value_bytes > p.max_value_bytes || p.window == 0 || p.batch == 0 || p.shard_width == 0
     {
-        return Err(crate::Error::InvalidOptions(
+        return Err(strata::Error::InvalidOptions(
             "need min_value_bytes <= max_value_bytes and non-zero window, batch and shard width"
                 .into(),
         ));
@@ -343,7 +343,7 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
         let n = rng.random_range(0..p.blocks);
         block_value(p, n, &mut value);
         if db.get(&n.to_be_bytes())?.as_deref() != Some(value.as_slice()) {
-            return Err(crate::Error::InvalidOptions(format!(
+            return Err(strata::Error::InvalidOptions(format!(
                 "bench ingest: block {n} reads back wrong"
             )));
         }
@@ -452,7 +452,7 @@ pub struct StateParams {
     /// Present-key lookups, and as many absent-key lookups.
     pub lookups: u64,
     /// Index policy.
-    pub index: crate::IndexPolicy,
+    pub index: strata::IndexPolicy,
     /// Random seed.
     pub seed: u64,
 }
@@ -463,7 +463,7 @@ impl Default for StateParams {
             keys: 2_000_000,
             value_bytes: 150,
             lookups: 1_000_000,
-            index: crate::IndexPolicy::AUTO,
+            index: strata::IndexPolicy::AUTO,
             seed: 1,
         }
     }
@@ -564,13 +564,13 @@ pub fn state(
     let db = Db::open(dir, options())?;
     let started = Instant::now();
     let mut value = Vec::new();
-    let mut batch = crate::Batch::new();
+    let mut batch = strata::Batch::new();
     for i in 0..p.keys {
         state_value(p.seed, i, p.value_bytes, &mut value);
         batch.put(state_key(p.seed, i).to_vec(), value.as_slice());
         if batch.len() == 1000 || i + 1 == p.keys {
             db.write_batch(&batch)?;
-            batch = crate::Batch::new();
+            batch = strata::Batch::new();
             debt.store(db.wal_debt_bytes(), Ordering::Relaxed);
             progress("load", i + 1);
         }
@@ -590,7 +590,7 @@ pub fn state(
         let got = db.get(&state_key(p.seed, i))?;
         state_value(p.seed, i, p.value_bytes, &mut value);
         if got.as_deref() != Some(value.as_slice()) {
-            return Err(crate::Error::InvalidOptions(format!(
+            return Err(strata::Error::InvalidOptions(format!(
                 "bench state: key {i} reads back wrong"
             )));
         }
@@ -603,7 +603,7 @@ pub fn state(
     let started = Instant::now();
     for n in 0..p.lookups {
         if db.get(&state_key(absent_seed, n))?.is_some() {
-            return Err(crate::Error::InvalidOptions(format!(
+            return Err(strata::Error::InvalidOptions(format!(
                 "bench state: absent key {n} found"
             )));
         }
@@ -613,13 +613,13 @@ pub fn state(
     }
     let miss_s = started.elapsed().as_secs_f64();
     let mut expected = 0u64;
-    let mut batch = crate::Batch::new();
+    let mut batch = strata::Batch::new();
     for i in 0..p.keys {
         if state_deleted(p.seed, i) {
             batch.delete(state_key(p.seed, i).to_vec());
             if batch.len() == 1000 {
                 db.write_batch(&batch)?;
-                batch = crate::Batch::new();
+                batch = strata::Batch::new();
             }
         } else if state_type(p.seed, i) == STATE_SCAN_TYPE {
             expected += 1;
@@ -642,7 +642,7 @@ pub fn state(
     let scan_s = started.elapsed().as_secs_f64();
     peak_during = peak_during.max(Rss::now().vm_rss);
     if scanned != expected {
-        return Err(crate::Error::InvalidOptions(format!(
+        return Err(strata::Error::InvalidOptions(format!(
             "bench state: scan yielded {scanned} keys, expected {expected}"
         )));
     }
@@ -697,9 +697,9 @@ pub fn stellar(
     entries: u64,
     scan: StellarScan,
 ) -> std::result::Result<StellarReport, Box<dyn std::error::Error>> {
-    use crate::stellar::{slot_prefix, synthetic, LedgerStore};
     use strata_stellar::bucket::{EntryKind, EMPTY_BUCKET};
     use strata_stellar::stellar_xdr::LedgerEntryType;
+    use strata_stellar::store::{slot_prefix, synthetic, LedgerStore};
 
     std::fs::create_dir_all(dir)?;
     let mut store = LedgerStore::open(dir.join("db"))?;

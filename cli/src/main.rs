@@ -7,8 +7,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use strata::bench::{ingest, state, IngestParams, StateParams};
 use strata::{Db, Durability, IndexPolicy, DISK_KIND, INMEM_KIND};
+use strata_bench::{ingest, state, IngestParams, StateParams};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -367,12 +367,12 @@ fn finish_bench(
     c: &Common,
     tmp: Option<tempfile::TempDir>,
     title: &str,
-    samples: &[strata::bench::Sample],
-    events: &[strata::bench::TimedEvent],
+    samples: &[strata_bench::Sample],
+    events: &[strata_bench::TimedEvent],
 ) -> CliResult {
     if let Some(report) = &c.report {
-        strata::bench::write_timeline(report, samples, events)?;
-        strata::report::draw(&report.join("report.svg"), title, samples, events)?;
+        strata_bench::write_timeline(report, samples, events)?;
+        strata_bench::report::draw(&report.join("report.svg"), title, samples, events)?;
         if !c.json {
             println!("  report           {}", report.display());
         }
@@ -506,9 +506,8 @@ fn bench_state(a: StateArgs) -> CliResult {
 
 fn stats(dir: &Path) -> CliResult {
     let mut o = strata::Options::new();
-    o.sharding = strata_engine::engine::stored_sharding(dir)?;
     o.compaction.auto = false;
-    let db = Db::open(dir, o)?;
+    let db = Db::open_existing_with(dir, o)?;
     let s = db.stats();
     println!(
         "shards {}, runs {}, run bytes {}, WAL bytes {}",
@@ -587,10 +586,10 @@ fn bench_stellar(a: StellarArgs) -> CliResult {
         .clone()
         .unwrap_or_else(|| tmp.as_ref().expect("temp").path().to_path_buf());
     let scan = match a.scan {
-        StellarScanArg::Kway => strata::bench::StellarScan::KWay,
-        StellarScanArg::SeenSet => strata::bench::StellarScan::SeenSet,
+        StellarScanArg::Kway => strata_bench::StellarScan::KWay,
+        StellarScanArg::SeenSet => strata_bench::StellarScan::SeenSet,
     };
-    let r = strata::bench::stellar(&dir, a.entries, scan)?;
+    let r = strata_bench::stellar(&dir, a.entries, scan)?;
     let per_s = r.live as f64 / r.scan_s.max(1e-9);
     if a.json {
         println!(

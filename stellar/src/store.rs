@@ -12,7 +12,7 @@
 //!
 //! A *slot* is a bucket's place in shadowing order, newest first: level 0 curr is slot 0,
 //! level 0 snap slot 1, level 1 curr slot 2, and so on (22 slots). The encoded key is
-//! [`strata_stellar::key`]'s, whose byte order is `LedgerEntryIdCmp`, so each slot of one
+//! [`crate::key`]'s, whose byte order is `LedgerEntryIdCmp`, so each slot of one
 //! generation is its bucket in bucket order, and one entry type is one contiguous range.
 //!
 //! The state value is: magic `SLST` (4 bytes), format version (u32 LE, 1), generation (u64 LE),
@@ -32,17 +32,15 @@
 //! a lookup holds one record; a type scan holds one record per non-empty slot plus the
 //! engine's scan buffers. None of it grows with the number of entries.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use strata_stellar::archive::Archive;
-use strata_stellar::bucket::{BucketReader, EntryKind, EMPTY_BUCKET};
-use strata_stellar::key::{encode_key, type_prefix};
-use strata_stellar::stellar_xdr::{LedgerEntryType, LedgerKey};
+use crate::archive::Archive;
+use crate::bucket::{BucketReader, EntryKind, EMPTY_BUCKET};
+use crate::key::{encode_key, type_prefix};
+use crate::stellar_xdr::{LedgerEntryType, LedgerKey};
 
-use crate::{Batch, Db, Durability, Options};
+use strata::{Batch, Db, Durability, MergeSource, Merger, Options};
 
 /// Bytes of keys and values buffered before an import writes a batch.
 pub const IMPORT_BATCH_BYTES: usize = 1 << 20;
@@ -65,10 +63,10 @@ const DATA_KEY_HEADER: usize = 1 + 8 + 1;
 pub enum Error {
     /// A bucket or archive file failed (names the file and offset).
     #[error(transparent)]
-    Bucket(#[from] strata_stellar::Error),
+    Bucket(#[from] crate::Error),
     /// The database failed.
     #[error(transparent)]
-    Db(#[from] crate::Error),
+    Db(#[from] strata::Error),
     /// Nothing has been imported into the store yet.
     #[error("{0}: no ledger state has been imported")]
     Empty(PathBuf),
@@ -322,7 +320,7 @@ impl LedgerStore {
                 key.extend_from_slice(record.key);
                 batch_bytes += key.len() + record.xdr.len();
                 batch.put(key, record.xdr);
-                if batch_bytes >= IMPORT_BATCH_BYTES || batch.len() >= crate::MAX_BATCH_OPS {
+                if batch_bytes >= IMPORT_BATCH_BYTES || batch.len() >= strata::MAX_BATCH_OPS {
                     self.db.write_batch_with(&batch, Durability::Buffered)?;
                     batch = Batch::new();
                     batch_bytes = 0;
@@ -359,8 +357,7 @@ impl LedgerStore {
     }
 
     fn delete_range(&self, prefix: &[u8]) -> Result<()> {
-        let end = strata_engine::types::prefix_successor(prefix)
-            .map_or(Bound::Unbounded, Bound::Excluded);
+        let end = strata::prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
         self.delete_between(Bound::Included(prefix.to_vec()), end)
     }
 
@@ -448,13 +445,13 @@ impl LedgerStore {
             }
             let mut prefix = data_prefix(state.generation, Some(slot as u8));
             prefix.extend_from_slice(&type_prefix(ty));
-            sources.push(self.db.prefix(&prefix)?);
+            sources.push(SlotSource {
+                scan: self.db.prefix(&prefix)?,
+                head: None,
+            });
         }
         Ok(TypeScan {
-            heads: vec![None; sources.len()],
-            sources,
-            heap: BinaryHeap::new(),
-            started: false,
+            merge: Merger::new(sources),
             failed: false,
             dir: self.dir.clone(),
         })
@@ -465,14 +462,29 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One slot's range in a type scan: a merge source whose key is the encoded `LedgerKey` (the
+/// data key without its generation and slot header).
+struct SlotSource {
+    scan: strata::Scan,
+    /// The current `(data key, bucket record)`.
+    head: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl MergeSource for SlotSource {
+    fn advance(&mut self) -> strata::Result<bool> {
+        self.head = self.scan.next().transpose()?;
+        Ok(self.head.is_some())
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.head.as_ref().expect("positioned").0[DATA_KEY_HEADER..]
+    }
+}
+
 /// The iterator of [`LedgerStore::scan_type`]: `(encoded key, entry XDR bytes)` pairs.
 pub struct TypeScan {
-    sources: Vec<crate::Scan>,
-    /// The current record of each source (its value), in slot order (newest first).
-    heads: Vec<Option<Vec<u8>>>,
-    /// `(encoded LedgerKey, source)` of every source with a current record.
-    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
-    started: bool,
+    /// The slots' ranges, newest first: the newest slot holding a key shadows the others.
+    merge: Merger<SlotSource>,
     failed: bool,
     dir: PathBuf,
 }
@@ -480,60 +492,30 @@ pub struct TypeScan {
 impl std::fmt::Debug for TypeScan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TypeScan")
-            .field("sources", &self.sources.len())
+            .field("sources", &self.merge.sources().len())
             .finish_non_exhaustive()
     }
 }
 
 impl TypeScan {
-    fn pull(&mut self, i: usize) -> Result<()> {
-        match self.sources[i].next() {
-            Some(item) => {
-                let (key, value) = item?;
-                self.heads[i] = Some(value);
-                self.heap
-                    .push(Reverse((key[DATA_KEY_HEADER..].to_vec(), i)));
-            }
-            None => self.heads[i] = None,
-        }
-        Ok(())
-    }
-
     fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        if !self.started {
-            self.started = true;
-            for i in 0..self.sources.len() {
-                self.pull(i)?;
-            }
-        }
-        while let Some(Reverse((key, i))) = self.heap.pop() {
-            // Older slots holding the same key are shadowed: skip their records.
-            while let Some(Reverse((k, _))) = self.heap.peek() {
-                if *k != key {
-                    break;
-                }
-                let Reverse((_, j)) = self.heap.pop().expect("peeked");
-                self.pull(j)?;
-            }
-            let record = self.heads[i]
-                .take()
-                .expect("a source in the heap has a head");
-            self.pull(i)?;
-            match EntryKind::of_xdr(&record) {
-                Some(EntryKind::Dead) => continue,
-                Some(_) => return Ok(Some((key, record[4..].to_vec()))),
-                None => {
-                    return Err(Error::Corrupt {
-                        path: self.dir.clone(),
-                        reason: format!(
+        let dir = &self.dir;
+        // The resolve rule: a DEADENTRY hides the key; anything but LIVE, INIT or DEAD is damage.
+        let resolved = self.merge.next_resolved(|key, slot| {
+            let record = &slot.head.as_ref().expect("positioned").1;
+            Ok(match EntryKind::of_xdr(record) {
+                Some(EntryKind::Dead) => None,
+                Some(_) => Some(Ok((key, record[4..].to_vec()))),
+                None => Some(Err(Error::Corrupt {
+                    path: dir.clone(),
+                    reason: format!(
                         "the record of encoded key 0x{} is not a LIVE, INIT or DEAD bucket entry",
                         hex_string(&key)
                     ),
-                    })
-                }
-            }
-        }
-        Ok(None)
+                })),
+            })
+        })?;
+        resolved.transpose()
     }
 }
 
@@ -560,8 +542,8 @@ impl Iterator for TypeScan {
 pub mod synthetic {
     use std::path::Path;
 
-    use strata_stellar::bucket::{BucketWriter, EntryKind};
-    use strata_stellar::stellar_xdr::{
+    use crate::bucket::{BucketWriter, EntryKind};
+    use crate::stellar_xdr::{
         Hash, LedgerEntry, LedgerEntryData, LedgerEntryExt, LedgerKey, LedgerKeyTtl, Limits,
         TtlEntry, WriteXdr,
     };

@@ -7,11 +7,11 @@ use std::time::Instant;
 use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
-use strata::stellar::LedgerStore;
 use strata_stellar::archive::{check_archive, Archive};
 use strata_stellar::key::{entry_type_name, parse_entry_type, ENTRY_TYPES};
 use strata_stellar::merge::merge_files;
 use strata_stellar::stellar_xdr::{LedgerKey, Limits, ReadXdr};
+use strata_stellar::store::LedgerStore;
 
 use crate::CliResult;
 

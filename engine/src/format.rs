@@ -1,0 +1,151 @@
+//! The on-disk format, for tools (`verify`, fuzz targets, format tests) and for the parts that
+//! plug into the kernel (WAL, indexes): the frame check every file shares, file names, magics,
+//! versions and layout constants, and checks of whole files by kind. `docs/FORMAT.md` describes
+//! the same bytes; `tests/tests/format_doc.rs` checks the two agree.
+//!
+//! Every strata file, and every fixed header or footer inside one, is a *frame*: an 8-byte
+//! magic, a `u32` little-endian format version right after it, and an xxh3-64 of every byte
+//! before the frame's last 8, stored little-endian in those 8. [`check_frame`] is the one
+//! function that checks a frame.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::types::checksum;
+
+pub use crate::index::{INDEX_IDENTITY_OFFSET, INDEX_VERSION_OFFSET};
+pub use crate::layout::{
+    index_file_name, parse as parse_file_name, run_file_name, segment_file_name, shard_dir_name,
+    tmp_name, FileKind, DB_FILE, LOCK_FILE, SHARD_MANIFEST_FILE, TMP_SUFFIX,
+};
+pub use crate::manifest::{
+    check_db_meta_bytes, check_shard_manifest_bytes, DbMeta, RunMeta, ShardManifest, DB_MAGIC,
+    MANIFEST_HEAD_BYTES, MANIFEST_VERSION, SHARD_MAGIC,
+};
+pub use crate::run::{
+    check_run_bytes, RECORD_CHECKSUM_BYTES as RUN_RECORD_CHECKSUM_BYTES,
+    RECORD_HEADER_BYTES as RUN_RECORD_HEADER_BYTES, RUN_FOOTER_BYTES, RUN_FOOTER_MAGIC,
+    RUN_HEADER_BYTES, RUN_MAGIC, RUN_VERSION,
+};
+
+/// Bytes of a frame's checksum (xxh3-64, little-endian), always the frame's last 8.
+pub const FRAME_CHECKSUM_BYTES: usize = 8;
+
+/// What a frame must hold.
+#[derive(Copy, Clone, Debug)]
+pub struct FrameSpec {
+    /// What the frame is, for errors ("run header", "shard manifest").
+    pub what: &'static str,
+    /// The magic.
+    pub magic: [u8; 8],
+    /// Offset of the magic in the frame; the version follows it.
+    pub magic_at: usize,
+    /// The only version this build reads.
+    pub version: u32,
+    /// Fewest bytes the frame has, checksum included.
+    pub min_bytes: usize,
+}
+
+/// Checks the frame `bytes`, found at offset `at` of the file `path`, in this order:
+/// 1. at least `spec.min_bytes`;
+/// 2. with the right magic, the version: another one is an [`Error::UnsupportedVersion`]
+///    whatever the rest holds (a newer format may checksum differently);
+/// 3. the checksum in the last 8 bytes over every byte before them: an
+///    [`Error::ChecksumMismatch`] (damage, even where it hit the magic);
+/// 4. the magic: an intact frame with another magic is not this kind of file.
+///
+/// Returns the offset of the checksum within `bytes`.
+pub fn check_frame(bytes: &[u8], path: &Path, at: u64, spec: &FrameSpec) -> Result<usize> {
+    let min = spec
+        .min_bytes
+        .max(spec.magic_at + 12)
+        .max(FRAME_CHECKSUM_BYTES);
+    if bytes.len() < min {
+        return Err(Error::corrupt(
+            path,
+            at,
+            spec.what,
+            format!("{} bytes is shorter than its {min}-byte frame", bytes.len()),
+        ));
+    }
+    let m = spec.magic_at;
+    let magic_ok = bytes[m..m + 8] == spec.magic;
+    let found = u32::from_le_bytes(bytes[m + 8..m + 12].try_into().expect("4 bytes"));
+    if magic_ok && found != spec.version {
+        return Err(Error::UnsupportedVersion {
+            file: path.into(),
+            what: spec.what,
+            found,
+            supported: spec.version,
+        });
+    }
+    let sum_at = bytes.len() - FRAME_CHECKSUM_BYTES;
+    let expected = u64::from_le_bytes(bytes[sum_at..].try_into().expect("8 bytes"));
+    let actual = checksum(&bytes[..sum_at]);
+    if expected != actual {
+        return Err(Error::ChecksumMismatch {
+            file: path.into(),
+            offset: at + sum_at as u64,
+            what: spec.what,
+            expected,
+            actual,
+        });
+    }
+    if !magic_ok {
+        return Err(Error::corrupt(path, at + m as u64, spec.what, "bad magic"));
+    }
+    Ok(sum_at)
+}
+
+/// Appends the frame checksum of `frame` (every byte so far) to it.
+pub fn seal_frame(frame: &mut Vec<u8>) {
+    let sum = checksum(frame);
+    frame.extend_from_slice(&sum.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: FrameSpec = FrameSpec {
+        what: "test frame",
+        magic: *b"STRATATS",
+        magic_at: 0,
+        version: 3,
+        min_bytes: 20,
+    };
+
+    fn frame() -> Vec<u8> {
+        let mut f = b"STRATATS".to_vec();
+        f.extend_from_slice(&3u32.to_le_bytes());
+        seal_frame(&mut f);
+        f
+    }
+
+    #[test]
+    fn a_frame_checks_length_version_checksum_then_magic() {
+        let p = Path::new("f");
+        assert_eq!(check_frame(&frame(), p, 0, &SPEC).unwrap(), 12);
+        let short = &frame()[..19];
+        let e = check_frame(short, p, 0, &SPEC).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        // A newer version is named as such, checksum or not.
+        let mut newer = frame();
+        newer[8] = 4;
+        let e = check_frame(&newer, p, 0, &SPEC).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedVersion { found: 4, .. }), "{e}");
+        // Damage is damage, wherever it is.
+        for i in [0, 12] {
+            let mut flipped = frame();
+            flipped[i] ^= 1;
+            let e = check_frame(&flipped, p, 100, &SPEC).unwrap_err();
+            assert!(matches!(e, Error::ChecksumMismatch { offset: 112, .. }), "{e}");
+        }
+        // An intact frame of another kind.
+        let mut other = b"STRATAXX".to_vec();
+        other.extend_from_slice(&3u32.to_le_bytes());
+        seal_frame(&mut other);
+        let e = check_frame(&other, p, 0, &SPEC).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+}
