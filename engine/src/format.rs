@@ -28,6 +28,43 @@ pub use crate::run::{
     RUN_HEADER_BYTES, RUN_MAGIC, RUN_VERSION,
 };
 
+/// A fixed byte layout, for the check that `docs/FORMAT.md` agrees with the code: the offset of
+/// each field in order (field `i` spans `offsets[i]..offsets[i + 1]`, the last one up to
+/// `bytes`), the magic and the version where the structure has them.
+#[derive(Copy, Clone, Debug)]
+pub struct Layout {
+    /// The name of the table in `docs/FORMAT.md` (`<!-- layout: NAME -->` before it).
+    pub name: &'static str,
+    /// Offsets of the fixed fields, increasing.
+    pub offsets: &'static [usize],
+    /// Bytes of the fixed part.
+    pub bytes: usize,
+    /// Magics the structure may start with.
+    pub magics: &'static [[u8; 8]],
+    /// Format version, where the structure has one.
+    pub version: Option<u32>,
+}
+
+impl Layout {
+    /// `(offset, size)` of every fixed field, in order.
+    pub fn fields(&self) -> Vec<(usize, usize)> {
+        let ends = self.offsets.iter().skip(1).copied().chain([self.bytes]);
+        self.offsets
+            .iter()
+            .zip(ends)
+            .map(|(&o, e)| (o, e - o))
+            .collect()
+    }
+}
+
+/// Every fixed layout of the kernel's own files.
+pub const LAYOUTS: &[Layout] = &[
+    crate::run::RUN_HEADER_LAYOUT,
+    crate::run::RUN_RECORD_LAYOUT,
+    crate::run::RUN_FOOTER_LAYOUT,
+    crate::manifest::MANIFEST_LAYOUT,
+];
+
 /// Bytes of a frame's checksum (xxh3-64, little-endian), always the frame's last 8.
 pub const FRAME_CHECKSUM_BYTES: usize = 8;
 
@@ -133,13 +170,19 @@ mod tests {
         let mut newer = frame();
         newer[8] = 4;
         let e = check_frame(&newer, p, 0, &SPEC).unwrap_err();
-        assert!(matches!(e, Error::UnsupportedVersion { found: 4, .. }), "{e}");
+        assert!(
+            matches!(e, Error::UnsupportedVersion { found: 4, .. }),
+            "{e}"
+        );
         // Damage is damage, wherever it is.
         for i in [0, 12] {
             let mut flipped = frame();
             flipped[i] ^= 1;
             let e = check_frame(&flipped, p, 100, &SPEC).unwrap_err();
-            assert!(matches!(e, Error::ChecksumMismatch { offset: 112, .. }), "{e}");
+            assert!(
+                matches!(e, Error::ChecksumMismatch { offset: 112, .. }),
+                "{e}"
+            );
         }
         // An intact frame of another kind.
         let mut other = b"STRATAXX".to_vec();

@@ -23,6 +23,14 @@ const M_LEN: usize = M_VERSION + 4;
 pub const MANIFEST_HEAD_BYTES: usize = M_LEN + 4;
 const _: () = assert!(MANIFEST_HEAD_BYTES == 16);
 
+pub(crate) const MANIFEST_LAYOUT: crate::format::Layout = crate::format::Layout {
+    name: "manifest",
+    offsets: &[M_MAGIC, M_VERSION, M_LEN],
+    bytes: MANIFEST_HEAD_BYTES,
+    magics: &[DB_MAGIC, SHARD_MAGIC],
+    version: Some(MANIFEST_VERSION),
+};
+
 /// The database identity: what cannot change between opens.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct DbMeta {

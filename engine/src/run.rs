@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
-use crate::format::{check_frame, FrameSpec};
+use crate::format::{check_frame, FrameSpec, Layout};
 use crate::index::{Index, IndexBuilder, RunIdentity};
 use crate::layout::{index_file_name, run_file_name, tmp_name};
 use crate::limits::{
@@ -67,6 +67,40 @@ const _: () = assert!(RUN_FOOTER_BYTES == 64);
 // Header and footer are frames: checksum last, version right after the magic.
 const _: () = assert!(H_VERSION == H_MAGIC + 8 && H_CHECKSUM + 8 == RUN_HEADER_BYTES);
 const _: () = assert!(F_VERSION == F_MAGIC + 8 && F_CHECKSUM + 8 == RUN_FOOTER_BYTES);
+
+pub(crate) const RUN_HEADER_LAYOUT: Layout = Layout {
+    name: "run.header",
+    offsets: &[H_MAGIC, H_VERSION, H_RESERVED, H_RUN_ID, H_CHECKSUM],
+    bytes: RUN_HEADER_BYTES,
+    magics: &[RUN_MAGIC],
+    version: Some(RUN_VERSION),
+};
+
+pub(crate) const RUN_RECORD_LAYOUT: Layout = Layout {
+    name: "run.record",
+    offsets: &[R_KEY_LEN, R_KIND, R_TAG, R_VALUE_LEN, R_SEQ],
+    bytes: RECORD_HEADER_BYTES,
+    magics: &[],
+    version: None,
+};
+
+pub(crate) const RUN_FOOTER_LAYOUT: Layout = Layout {
+    name: "run.footer",
+    offsets: &[
+        F_ENTRY_COUNT,
+        F_DATA_END,
+        F_MIN_SEQ,
+        F_MAX_SEQ,
+        F_DATA_CHECKSUM,
+        F_MAGIC,
+        F_VERSION,
+        F_RESERVED,
+        F_CHECKSUM,
+    ],
+    bytes: RUN_FOOTER_BYTES,
+    magics: &[RUN_FOOTER_MAGIC],
+    version: Some(RUN_VERSION),
+};
 
 const RUN_HEADER_FRAME: FrameSpec = FrameSpec {
     what: "run header",

@@ -52,6 +52,30 @@ const _: () = assert!(
         && D_VERSION == strata_engine::format::INDEX_VERSION_OFFSET
 );
 
+/// The index file header's layout.
+pub const DISK_HEADER_LAYOUT: strata_engine::format::Layout = strata_engine::format::Layout {
+    name: "index.disk",
+    offsets: &[
+        D_MAGIC,
+        D_VERSION,
+        D_PAGE_EXP,
+        D_RESERVED,
+        D_RUN_ID,
+        D_RUN_DATA_END,
+        D_RUN_FILE_LEN,
+        D_RUN_FOOTER_SUM,
+        D_KEY_COUNT,
+        D_PAGE_COUNT,
+        D_FILTER_HASHES,
+        D_RESERVED2,
+        D_FILTER_WORDS,
+        D_KEY_BYTES,
+    ],
+    bytes: DISK_HEADER_BYTES,
+    magics: &[DISK_MAGIC],
+    version: Some(DISK_VERSION),
+};
+
 /// Factory of disk indexes with a page size and filter false-positive rate.
 #[derive(Debug, Clone, Copy)]
 pub struct DiskIndexFactory {

@@ -34,6 +34,24 @@ const _: () = assert!(
     I_RUN_ID == strata_engine::format::INDEX_IDENTITY_OFFSET
         && I_VERSION == strata_engine::format::INDEX_VERSION_OFFSET
 );
+/// The index file header's layout.
+pub const INMEM_HEADER_LAYOUT: strata_engine::format::Layout = strata_engine::format::Layout {
+    name: "index.inmem",
+    offsets: &[
+        I_MAGIC,
+        I_VERSION,
+        I_RESERVED,
+        I_RUN_ID,
+        I_RUN_DATA_END,
+        I_RUN_FILE_LEN,
+        I_RUN_FOOTER_SUM,
+        I_COUNT,
+    ],
+    bytes: INMEM_HEADER_BYTES,
+    magics: &[INMEM_MAGIC],
+    version: Some(INMEM_VERSION),
+};
+
 /// Bytes per entry besides its key: `u16` key length and `u64` offset.
 pub const ENTRY_FIXED_BYTES: usize = 2 + 8;
 

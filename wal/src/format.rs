@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use strata_engine::format::{check_frame, FrameSpec};
+use strata_engine::format::{check_frame, FrameSpec, Layout};
 use strata_engine::{checksum, EntryKind, Error, Result, SeqNo, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Format version of WAL segments.
@@ -32,6 +32,33 @@ const R_RESERVED: usize = R_FLAGS + 1;
 /// Bytes of a record header.
 pub const RECORD_HEADER_BYTES: usize = R_RESERVED + 7;
 const _: () = assert!(RECORD_HEADER_BYTES == 32);
+/// The segment header's layout.
+pub const SEGMENT_HEADER_LAYOUT: Layout = Layout {
+    name: "wal.segment_header",
+    offsets: &[S_MAGIC, S_VERSION, S_RESERVED, S_SEGMENT, S_CHECKSUM],
+    bytes: SEGMENT_HEADER_BYTES,
+    magics: &[WAL_MAGIC],
+    version: Some(WAL_VERSION),
+};
+
+/// The record header's layout.
+pub const RECORD_HEADER_LAYOUT: Layout = Layout {
+    name: "wal.record",
+    offsets: &[
+        R_CHECKSUM,
+        R_SEQ,
+        R_VALUE_LEN,
+        R_KEY_LEN,
+        R_KIND,
+        R_TAG,
+        R_FLAGS,
+        R_RESERVED,
+    ],
+    bytes: RECORD_HEADER_BYTES,
+    magics: &[],
+    version: None,
+};
+
 /// Bytes of the value checksum that ends a record.
 pub const VALUE_CHECKSUM_BYTES: usize = 8;
 

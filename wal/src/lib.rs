@@ -11,7 +11,8 @@ mod format;
 mod walk;
 
 pub use format::{
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, VALUE_CHECKSUM_BYTES, WAL_MAGIC, WAL_VERSION,
+    RECORD_HEADER_BYTES, RECORD_HEADER_LAYOUT, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LAYOUT,
+    VALUE_CHECKSUM_BYTES, WAL_MAGIC, WAL_VERSION,
 };
 pub use walk::{check_segment_bytes, intact_header_after, Ending};
 
