@@ -1,5 +1,7 @@
 //! Helpers shared by strata's cross-crate tests.
 
+pub mod fixtures;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,26 @@
+//! Writes the format-v1 fixture databases into `tests/fixtures/v1/` (see
+//! `strata_tests::fixtures`). Run once per format version, from the workspace root:
+//! `cargo run -p strata-tests --example make_fixtures`. The output is committed; the fixture
+//! test then reads those bytes with every later build.
+
+use strata_stellar::store::{synthetic, LedgerStore};
+use strata_tests::fixtures::{self, FIXTURES, STELLAR_ENTRIES, STELLAR_NAME};
+
+fn main() {
+    let root = fixtures::dir();
+    for f in &FIXTURES {
+        let dir = root.join(f.name);
+        assert!(!dir.exists(), "{} exists: remove it to remake it", dir.display());
+        fixtures::make(f, &dir).expect("make fixture");
+    }
+    let dir = root.join(STELLAR_NAME);
+    assert!(!dir.exists(), "{} exists: remove it to remake it", dir.display());
+    let buckets = tempfile::tempdir().unwrap();
+    let sources = synthetic::write_buckets(buckets.path(), STELLAR_ENTRIES).unwrap();
+    let mut store = LedgerStore::open(&dir).unwrap();
+    store.import_buckets(1, &sources).unwrap();
+    store.db().compact_all().unwrap();
+    store.close().unwrap();
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+    println!("fixtures written to {}", root.display());
+}

@@ -1,0 +1,108 @@
+//! The format-v1 fixture databases under `tests/fixtures/v1/`: how they were made (by
+//! `cargo run -p strata-tests --example make_fixtures`) and what they must answer. The writer
+//! and the test share these definitions; the committed bytes are what the test reads.
+
+use std::path::{Path, PathBuf};
+
+use strata::{Db, IndexKind, Options, Sharding};
+
+/// The directory of the committed fixtures.
+pub fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1")
+}
+
+/// One fixture database.
+#[derive(Copy, Clone, Debug)]
+pub struct Fixture {
+    /// Its folder under [`dir`].
+    pub name: &'static str,
+    /// Its sharding rule.
+    pub sharding: Sharding,
+    /// The index kind of every run.
+    pub index: IndexKind,
+    /// Keys `0..keys` (u64 big-endian) were written.
+    pub keys: u64,
+}
+
+/// The key-value fixtures: one per index kind, each with runs and a live WAL.
+pub const FIXTURES: [Fixture; 2] = [
+    Fixture {
+        name: "range-disk",
+        sharding: Sharding::Range { width: 100 },
+        index: strata::DISK_KIND,
+        keys: 250,
+    },
+    Fixture {
+        name: "single-inmem",
+        sharding: Sharding::Single,
+        index: strata::INMEM_KIND,
+        keys: 120,
+    },
+];
+
+/// The Stellar ledger store fixture: the synthetic bucket list of this many entries.
+pub const STELLAR_ENTRIES: u64 = 200;
+/// Its folder under [`dir`].
+pub const STELLAR_NAME: &str = "stellar-store";
+
+/// The key of block `i`.
+pub fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+/// What key `i` holds after the writes: every seventh key deleted, every fifth rewritten
+/// after the first compaction, the rest as first written.
+pub fn expected(i: u64) -> Option<Vec<u8>> {
+    if i % 7 == 3 {
+        None
+    } else if i % 5 == 0 {
+        Some(format!("rewritten {i} after compaction").into_bytes())
+    } else {
+        Some(format!("value {i} ").repeat(1 + (i % 4) as usize).into_bytes())
+    }
+}
+
+/// Options to open fixture `f` (and to make it): small disk-index pages, so that its runs
+/// have several; no background compaction, so that what is on disk stays as made.
+pub fn options(f: &Fixture) -> Options {
+    let mut o = Options::new();
+    o.sharding = f.sharding;
+    o.index_policy = strata::IndexPolicy::Always(f.index);
+    o.index_params.page_size_exponent = 7;
+    o.compaction.auto = false;
+    o
+}
+
+/// Writes fixture `f` into the empty directory `dir`: first values of every key, compaction
+/// (runs), rewrites and deletes compacted again on top (a second run per shard), then one more
+/// batch left in the WAL.
+pub fn make(f: &Fixture, dir: &Path) -> strata::Result<()> {
+    let mut o = options(f);
+    o.create_if_missing = true;
+    let db = Db::open(dir, o)?;
+    for i in 0..f.keys {
+        db.put(&key(i), format!("value {i} ").repeat(1 + (i % 4) as usize).as_bytes())?;
+    }
+    db.compact_all()?;
+    for i in (0..f.keys).filter(|i| i % 5 == 0 && i % 10 != 0) {
+        if let Some(v) = expected(i) {
+            db.put(&key(i), &v)?;
+        }
+    }
+    for i in (0..f.keys).filter(|i| i % 7 == 3 && i % 2 == 0) {
+        db.delete(&key(i))?;
+    }
+    db.compact_all()?;
+    // Left in the WAL: the rest of the rewrites and deletes.
+    for i in (0..f.keys).filter(|i| i % 10 == 0) {
+        if let Some(v) = expected(i) {
+            db.put(&key(i), &v)?;
+        }
+    }
+    for i in (0..f.keys).filter(|i| i % 7 == 3 && i % 2 == 1) {
+        db.delete(&key(i))?;
+    }
+    db.close()?;
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+    Ok(())
+}
