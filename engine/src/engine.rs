@@ -173,98 +173,18 @@ impl<W: Wal> Engine<W> {
         indexes: Vec<Arc<dyn IndexFactory>>,
     ) -> Result<Engine<W>> {
         let dir = dir.as_ref().to_path_buf();
-        options.sharding.validate().map_err(Error::InvalidOptions)?;
-        options
-            .index_params
-            .validate()
-            .map_err(Error::InvalidOptions)?;
-        if let Durability::Periodic { interval_ms: 0 } = options.durability {
-            return Err(Error::InvalidOptions(
-                "periodic durability needs an interval of at least 1 ms".into(),
-            ));
-        }
-        let kind = options.index_policy.choose(0);
-        let large = options.index_policy.choose(u64::MAX);
-        for k in [kind, large] {
-            if !indexes.iter().any(|f| f.kind() == k) {
-                return Err(Error::InvalidOptions(format!(
-                    "index policy names kind {}, which is not among the engine's index kinds",
-                    k.0
-                )));
-            }
-        }
-        if !dir.is_dir() {
-            if dir.exists() {
-                return Err(Error::NotADatabase { path: dir });
-            }
-            if !options.create_if_missing {
-                return Err(Error::NotFound { path: dir });
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        }
-        let db_file = dir.join(DB_FILE);
-        let wanted = options.sharding.to_meta();
-        let existing = if db_file.exists() {
-            let stored: DbMeta = manifest::read(DB_MAGIC, &db_file, "database identity file")?;
-            if stored != wanted {
-                return Err(Error::OptionsMismatch {
-                    path: dir,
-                    stored: describe(&stored),
-                    requested: options.sharding.to_string(),
-                });
-            }
-            true
-        } else {
-            let mut entries = std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))?;
-            if entries.next().is_some() {
-                return Err(Error::NotADatabase { path: dir });
-            }
-            false
-        };
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("opening", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked { path: lock_path })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io("locking", &lock_path, e))
-            }
-        }
+        validate(&options, &indexes)?;
+        let existing = prepare_dir(&dir, &options)?;
+        let lock = take_lock(&dir)?;
         if !existing {
-            manifest::write_atomic(&db_file, &manifest::encode(DB_MAGIC, &wanted))?;
+            let identity = manifest::encode(DB_MAGIC, &options.sharding.to_meta());
+            manifest::write_atomic(&dir.join(DB_FILE), &identity)?;
         }
         let indexes = Indexes {
             factories: indexes,
             policy: options.index_policy,
         };
-
-        // Phase one, read-only: every manifest, run and index. Phase two: WAL recovery.
-        let mut loaded = Vec::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
-            let Some(id) = entry.file_name().to_str().and_then(shard_id_from_name) else {
-                continue;
-            };
-            loaded.push(load_shard(
-                &entry.path(),
-                id,
-                &indexes,
-                options.events.as_ref(),
-            )?);
-        }
-        let mut shards = BTreeMap::new();
-        for l in loaded {
-            let shard = Shard::open(l, options.events.clone())?;
-            shards.insert(shard.id, Arc::new(shard));
-        }
+        let shards = open_shards(&dir, &indexes, &options)?;
         let c = options.compaction;
         let gate = StallGate::new(c.stall_slowdown_bytes, c.stall_stop_bytes)
             .with_memtable_limit(c.stall_stop_memtable_bytes);
@@ -642,6 +562,109 @@ impl<W: Wal> Drop for Engine<W> {
     fn drop(&mut self) {
         self.stop_background();
     }
+}
+
+/// Checks options against each other and against the index kinds the engine has.
+fn validate(options: &Options, indexes: &[Arc<dyn IndexFactory>]) -> Result<()> {
+    options.sharding.validate().map_err(Error::InvalidOptions)?;
+    options
+        .index_params
+        .validate()
+        .map_err(Error::InvalidOptions)?;
+    if let Durability::Periodic { interval_ms: 0 } = options.durability {
+        return Err(Error::InvalidOptions(
+            "periodic durability needs an interval of at least 1 ms".into(),
+        ));
+    }
+    for k in [
+        options.index_policy.choose(0),
+        options.index_policy.choose(u64::MAX),
+    ] {
+        if !indexes.iter().any(|f| f.kind() == k) {
+            return Err(Error::InvalidOptions(format!(
+                "index policy names kind {}, which is not among the engine's index kinds",
+                k.0
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` is a database of `options`' sharding, or an empty directory to create
+/// one in (made if missing and allowed). Returns whether the database exists. Changes nothing
+/// on disk but the directory itself.
+fn prepare_dir(dir: &Path, options: &Options) -> Result<bool> {
+    if !dir.is_dir() {
+        if dir.exists() {
+            return Err(Error::NotADatabase { path: dir.into() });
+        }
+        if !options.create_if_missing {
+            return Err(Error::NotFound { path: dir.into() });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
+    let db_file = dir.join(DB_FILE);
+    if !db_file.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+        if entries.next().is_some() {
+            return Err(Error::NotADatabase { path: dir.into() });
+        }
+        return Ok(false);
+    }
+    let stored: DbMeta = manifest::read(DB_MAGIC, &db_file, "database identity file")?;
+    if stored != options.sharding.to_meta() {
+        return Err(Error::OptionsMismatch {
+            path: dir.into(),
+            stored: describe(&stored),
+            requested: options.sharding.to_string(),
+        });
+    }
+    Ok(true)
+}
+
+/// Takes the database's lock file, held for as long as the returned file is open.
+fn take_lock(dir: &Path) -> Result<File> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("opening", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: lock_path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &lock_path, e)),
+    }
+}
+
+/// Opens every shard of `dir` in two phases: first, read-only, every manifest, run and index
+/// (so that a bad file fails the open before anything changes); then WAL recovery.
+fn open_shards<W: Wal>(
+    dir: &Path,
+    indexes: &Indexes,
+    options: &Options,
+) -> Result<BTreeMap<ShardId, Arc<Shard<W>>>> {
+    let mut loaded = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let Some(id) = entry.file_name().to_str().and_then(shard_id_from_name) else {
+            continue;
+        };
+        loaded.push(load_shard(
+            &entry.path(),
+            id,
+            indexes,
+            options.events.as_ref(),
+        )?);
+    }
+    let mut shards = BTreeMap::new();
+    for l in loaded {
+        let shard = Shard::open(l, options.events.clone())?;
+        shards.insert(shard.id, Arc::new(shard));
+    }
+    Ok(shards)
 }
 
 /// The sharding rule a database was created with, read from its `STRATA` file.

@@ -97,6 +97,20 @@ impl<S: MergeSource> Merger<S> {
     }
 }
 
+/// One `next` of an iterator over a fallible `step`: `Ok(Some(item))` is the item, `Ok(None)`
+/// the end, and an error is yielded once, after which (`failed` set) the iterator ends.
+pub fn fused_next<T, E>(
+    failed: &mut bool,
+    step: impl FnOnce() -> std::result::Result<Option<T>, E>,
+) -> Option<std::result::Result<T, E>> {
+    if *failed {
+        return None;
+    }
+    let item = step().transpose();
+    *failed = matches!(item, Some(Err(_)));
+    item
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,6 +358,7 @@ impl RunWriter {
     }
 
     /// Writes one whole record.
+    #[cfg(any(test, feature = "conformance"))]
     pub fn add(
         &mut self,
         key: &[u8],
@@ -377,6 +378,7 @@ impl RunWriter {
     }
 
     /// Bytes written so far.
+    #[cfg(any(test, feature = "conformance"))]
     pub fn bytes(&self) -> u64 {
         self.offset
     }
@@ -753,15 +755,12 @@ impl Run {
     pub fn id(&self) -> u64 {
         self.id
     }
-    /// The run file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
     /// Footer fields.
     pub fn footer(&self) -> &RunFooter {
         &self.footer
     }
     /// Identity, as stored in its index.
+    #[cfg(any(test, feature = "conformance"))]
     pub fn identity(&self) -> RunIdentity {
         self.identity
     }
@@ -793,6 +792,7 @@ impl Run {
     }
 
     /// The newest version of `key` in this run, if present.
+    #[cfg(any(test, feature = "conformance"))]
     pub fn get(&self, key: &[u8]) -> Result<Option<RecordRef<'_>>> {
         if !self.index.may_contain(key) {
             return Ok(None);

@@ -189,16 +189,9 @@ impl<W: Wal> Iterator for Scan<W> {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(kv)) => Some(Ok(kv)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        let mut failed = self.failed;
+        let item = crate::merge::fused_next(&mut failed, || self.step());
+        self.failed = failed;
+        item
     }
 }

@@ -511,38 +511,44 @@ impl<W: Wal> Shard<W> {
         let wal_floor = frozen
             .first()
             .map_or(manifest.wal_floor, |m| m.segment().0 + 1);
-        let mut next = manifest.clone();
-        next.next_run_id = run_id + 1;
-        next.wal_floor = wal_floor;
-        let kept: Vec<RunMeta> = next.runs.split_off(merged_runs);
-        next.runs = match &new_run {
-            Some((run, kind)) => vec![RunMeta {
-                id: run.id(),
-                index_kind: *kind,
-                entries: run.footer().entries,
-                file_bytes: run.file_len(),
-            }],
-            None => Vec::new(),
-        };
-        next.runs.extend(kept);
-        if let Some((run, _)) = &new_run {
-            next.last_seq = next.last_seq.max(run.footer().max_seq.0);
-        }
+        let next = next_manifest(manifest, run_id, merged_runs, wal_floor, new_run.as_ref());
         manifest::write_atomic(
             &self.dir.join(SHARD_MANIFEST_FILE),
             &manifest::encode(SHARD_MAGIC, &next),
         )?;
         *manifest = next;
-        {
-            let mut st = self.state.write();
-            st.frozen.retain(|m| m.segment().0 >= wal_floor);
-            let mut runs: Vec<Arc<Run>> = new_run.iter().map(|(r, _)| r.clone()).collect();
-            runs.extend(older.iter().cloned());
-            st.runs = runs;
-        }
+        self.install(wal_floor, new_run.as_ref().map(|(r, _)| r), older);
         if new_run.is_some() {
             self.name_of_kind.lock().insert(run_id, kind_name);
         }
+        self.retire(frozen, inputs);
+        gate.remove(wal_bytes, memtable_bytes);
+        self.compaction_buffer_peak
+            .fetch_max(report.buffer_bytes, Ordering::Relaxed);
+        report.duration = started.elapsed();
+        self.events.event(&Event::CompactionEnd {
+            shard: self.id,
+            bytes_in,
+            bytes_out: report.bytes_out,
+            entries_out: report.entries_out,
+            duration: report.duration,
+        });
+        Ok(report)
+    }
+
+    /// Makes a compaction's output visible to readers: the frozen memtables it merged leave,
+    /// its run replaces the runs it merged.
+    fn install(&self, wal_floor: u64, new_run: Option<&Arc<Run>>, older: &[Arc<Run>]) {
+        let mut st = self.state.write();
+        st.frozen.retain(|m| m.segment().0 >= wal_floor);
+        let mut runs: Vec<Arc<Run>> = new_run.into_iter().cloned().collect();
+        runs.extend(older.iter().cloned());
+        st.runs = runs;
+    }
+
+    /// Lets go of a compaction's inputs: each merged WAL segment is removed once the last
+    /// reader of its memtable is gone, each merged run once its last reader is.
+    fn retire(&self, frozen: Vec<Arc<Memtable>>, inputs: &[Arc<Run>]) {
         for mem in frozen {
             let wal = self.wal.clone();
             let seg = mem.segment();
@@ -559,18 +565,6 @@ impl<W: Wal> Shard<W> {
             run.mark_obsolete();
             self.name_of_kind.lock().remove(&run.id());
         }
-        gate.remove(wal_bytes, memtable_bytes);
-        self.compaction_buffer_peak
-            .fetch_max(report.buffer_bytes, Ordering::Relaxed);
-        report.duration = started.elapsed();
-        self.events.event(&Event::CompactionEnd {
-            shard: self.id,
-            bytes_in,
-            bytes_out: report.bytes_out,
-            entries_out: report.entries_out,
-            duration: report.duration,
-        });
-        Ok(report)
     }
 
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
@@ -591,48 +585,17 @@ impl<W: Wal> Shard<W> {
                 kind.0
             ))
         })?;
-        let mut inputs: Vec<Input> = Vec::with_capacity(frozen.len() + runs.len());
-        for mem in frozen {
-            inputs.push(Input::Mem(MemCursor::new(
-                mem.clone(),
-                Bound::Unbounded,
-                Bound::Unbounded,
-            )));
-        }
-        for run in runs {
-            inputs.push(Input::Run(Box::new(RunStream::open(&self.dir, run.id())?)));
-        }
+        let inputs = self.open_inputs(frozen, runs)?;
         // The value and page buffers this compaction holds, whatever the data size.
         let buffer_bytes =
             (COPY_CHUNK_BYTES + RUN_WRITE_BUFFER_BYTES + runs.len() * RUN_READ_BUFFER_BYTES) as u64;
-        let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
         let expected_keys = frozen.iter().map(|m| m.len() as u64).sum::<u64>()
             + runs.iter().map(|r| r.footer().entries).sum::<u64>();
         let mut writer = RunWriter::create(&self.dir, run_id, factory.builder(expected_keys))?;
         // A tombstone is kept while a run older than this compaction may hold the key.
-        let older_may_hold =
+        let keep_tombstone =
             |key: &[u8]| !drop_tombstones && older.iter().any(|r| r.index().may_contain(key));
-        let mut merge = Merger::new(inputs);
-        let mut copy_record = |key: Vec<u8>, input: &mut Input| -> Result<Option<()>> {
-            let (kind, tag, seq, value_len) = input.meta();
-            if kind == EntryKind::Delete && !older_may_hold(&key) {
-                return Ok(Some(()));
-            }
-            writer.begin_record(&key, kind, tag, seq, value_len)?;
-            match input {
-                Input::Mem(m) => {
-                    if value_len > 0 {
-                        let pos = m.current().1.pos;
-                        self.wal
-                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
-                    }
-                }
-                Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
-            }
-            writer.end_record()?;
-            Ok(Some(()))
-        };
-        while merge.next_resolved(&mut copy_record)?.is_some() {}
+        self.copy_merged(Merger::new(inputs), &mut writer, &keep_tombstone)?;
         let entries_out = writer.entries();
         if entries_out == 0 {
             drop(writer);
@@ -661,6 +624,51 @@ impl<W: Wal> Shard<W> {
             ..Default::default()
         };
         Ok((Some((run, kind.0)), report, factory.name()))
+    }
+
+    /// Merge inputs, newest first: the frozen memtables, then the runs.
+    fn open_inputs(&self, frozen: &[Arc<Memtable>], runs: &[Arc<Run>]) -> Result<Vec<Input>> {
+        let mut inputs: Vec<Input> = Vec::with_capacity(frozen.len() + runs.len());
+        for mem in frozen {
+            let all = MemCursor::new(mem.clone(), Bound::Unbounded, Bound::Unbounded);
+            inputs.push(Input::Mem(all));
+        }
+        for run in runs {
+            inputs.push(Input::Run(Box::new(RunStream::open(&self.dir, run.id())?)));
+        }
+        Ok(inputs)
+    }
+
+    /// Streams the newest version of every key into `writer`, one value chunk at a time;
+    /// tombstones only where `keep_tombstone` says an older run may still hold the key.
+    fn copy_merged(
+        &self,
+        mut merge: Merger<Input>,
+        writer: &mut RunWriter,
+        keep_tombstone: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<()> {
+        let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
+        let mut copy_record = |key: Vec<u8>, input: &mut Input| -> Result<Option<()>> {
+            let (kind, tag, seq, value_len) = input.meta();
+            if kind == EntryKind::Delete && !keep_tombstone(&key) {
+                return Ok(Some(()));
+            }
+            writer.begin_record(&key, kind, tag, seq, value_len)?;
+            match input {
+                Input::Mem(m) => {
+                    if value_len > 0 {
+                        let pos = m.current().1.pos;
+                        self.wal
+                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
+                    }
+                }
+                Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
+            }
+            writer.end_record()?;
+            Ok(Some(()))
+        };
+        while merge.next_resolved(&mut copy_record)?.is_some() {}
+        Ok(())
     }
 
     /// Checks in-memory invariants; panics with a description when one is broken.
@@ -738,6 +746,35 @@ impl<W: Wal> Shard<W> {
         }
         s
     }
+}
+
+/// The manifest after a compaction that merged the newest `merged_runs` runs (and the WAL
+/// below `wal_floor`) into `new_run` (none when everything merged away).
+fn next_manifest(
+    manifest: &ShardManifest,
+    run_id: u64,
+    merged_runs: usize,
+    wal_floor: u64,
+    new_run: Option<&(Arc<Run>, u8)>,
+) -> ShardManifest {
+    let mut next = manifest.clone();
+    next.next_run_id = run_id + 1;
+    next.wal_floor = wal_floor;
+    let kept: Vec<RunMeta> = next.runs.split_off(merged_runs);
+    next.runs = match new_run {
+        Some((run, kind)) => vec![RunMeta {
+            id: run.id(),
+            index_kind: *kind,
+            entries: run.footer().entries,
+            file_bytes: run.file_len(),
+        }],
+        None => Vec::new(),
+    };
+    next.runs.extend(kept);
+    if let Some((run, _)) = new_run {
+        next.last_seq = next.last_seq.max(run.footer().max_seq.0);
+    }
+    next
 }
 
 /// Removes files of the shard directory that no live state refers to: temporary files and runs

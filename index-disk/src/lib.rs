@@ -262,69 +262,30 @@ impl DiskIndex {
     }
 
     fn decode(map: Bytes, path: &Path, run: &RunIdentity, page_exp: u8) -> Result<DiskIndex> {
-        let what = "disk index";
         let bytes: &[u8] = &map;
         let body_end = strata_engine::check_index_frame(
             bytes,
             path,
-            what,
+            WHAT,
             (DISK_MAGIC, DISK_VERSION),
             DISK_HEADER_BYTES,
             Some(run),
         )?;
-        if bytes[D_PAGE_EXP] != page_exp {
-            return Err(Error::corrupt(
-                path,
-                D_PAGE_EXP as u64,
-                what,
-                format!(
-                    "built for pages of 2^{} bytes, the options ask for 2^{page_exp}",
-                    bytes[D_PAGE_EXP]
-                ),
-            ));
-        }
-        let keys = u64_at(bytes, D_KEY_COUNT);
-        let pages = u64_at(bytes, D_PAGE_COUNT);
-        let hashes = u32::from_le_bytes(
-            bytes[D_FILTER_HASHES..D_FILTER_HASHES + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let words = u64_at(bytes, D_FILTER_WORDS);
-        let key_bytes = u64_at(bytes, D_KEY_BYTES);
-        // Section sizes must add up to the file exactly (checked without overflow).
-        let sections = [words, pages, pages.saturating_add(1)]
-            .iter()
-            .try_fold(0u64, |acc, n| {
-                n.checked_mul(8).and_then(|b| acc.checked_add(b))
-            });
-        let total = sections
-            .and_then(|s| s.checked_add(key_bytes))
-            .and_then(|s| s.checked_add(DISK_HEADER_BYTES as u64));
-        if total != Some(body_end as u64) {
-            return Err(Error::corrupt(
-                path,
-                D_PAGE_COUNT as u64,
-                what,
-                "section lengths do not add up to the file length",
-            ));
-        }
-        if words == 0 || hashes == 0 || hashes > MAX_FILTER_HASHES || pages > keys {
-            return Err(Error::corrupt(path, D_FILTER_HASHES as u64, what, format!("impossible filter ({words} words, {hashes} hashes) or {pages} pages for {keys} keys")));
-        }
-        let (words, pages) = (words as usize, pages as usize);
+        check_page_exp(bytes, path, page_exp)?;
+        let counts = Counts::read(bytes);
+        counts.check_sections(path, body_end)?;
+        counts.check_filter(path)?;
+        // Checked above: every section lies inside the file.
+        let (words, pages) = (counts.words as usize, counts.pages as usize);
         let filter_at = DISK_HEADER_BYTES;
         let page_offsets_at = filter_at + 8 * words;
         let key_starts_at = page_offsets_at + 8 * pages;
         let key_bytes_at = key_starts_at + 8 * (pages + 1);
-        let filter_words: Vec<u64> = (0..words)
-            .map(|i| u64_at(bytes, filter_at + 8 * i))
-            .collect();
-        let filter = BloomFilter::from_vec(filter_words).hashes(hashes);
+        let filter = read_filter(bytes, filter_at, words, counts.hashes);
         let index = DiskIndex {
             map,
             filter,
-            keys,
+            keys: counts.keys,
             pages,
             page_offsets_at,
             key_starts_at,
@@ -332,13 +293,20 @@ impl DiskIndex {
             data_end: run.data_end,
             page_exp,
         };
-        // The page table must be sorted and inside the run, so lookups can trust it.
+        index.check_page_table(path, counts.key_bytes)?;
+        index.release_checked_pages();
+        Ok(index)
+    }
+
+    /// Checks the page table is sorted and inside the run, and uses all `key_bytes`, so that
+    /// lookups can trust it.
+    fn check_page_table(&self, path: &Path, key_bytes: u64) -> Result<()> {
         let mut last_start = 0u64;
-        for i in 0..pages {
-            let at = (index.key_starts_at + 8 * i) as u64;
+        for i in 0..self.pages {
+            let at = (self.key_starts_at + 8 * i) as u64;
             let (start, end) = (
-                u64_at(&index.map, index.key_starts_at + 8 * i),
-                u64_at(&index.map, index.key_starts_at + 8 * (i + 1)),
+                u64_at(&self.map, self.key_starts_at + 8 * i),
+                u64_at(&self.map, self.key_starts_at + 8 * (i + 1)),
             );
             if start != last_start
                 || end < start
@@ -348,21 +316,21 @@ impl DiskIndex {
                 return Err(Error::corrupt(
                     path,
                     at,
-                    what,
+                    WHAT,
                     "page key bounds out of order or too long",
                 ));
             }
             last_start = end;
-            let offset = index.page_offset(i);
-            if offset >= run.data_end
+            let offset = self.page_offset(i);
+            if offset >= self.data_end
                 || (i > 0
-                    && (offset <= index.page_offset(i - 1)
-                        || index.page_key(i) <= index.page_key(i - 1)))
+                    && (offset <= self.page_offset(i - 1)
+                        || self.page_key(i) <= self.page_key(i - 1)))
             {
                 return Err(Error::corrupt(
                     path,
                     at,
-                    what,
+                    WHAT,
                     "page offsets or keys out of order",
                 ));
             }
@@ -370,15 +338,19 @@ impl DiskIndex {
         if last_start != key_bytes {
             return Err(Error::corrupt(
                 path,
-                index.key_starts_at as u64,
-                what,
+                self.key_starts_at as u64,
+                WHAT,
                 "key bytes not fully used",
             ));
         }
-        if let Bytes::Map(map) = &index.map {
-            // Checking touched every page; lookups touch only the pages they search. Drop them
-            // from this process's page tables (the page cache keeps them) so that resident
-            // memory is the filter plus what lookups use.
+        Ok(())
+    }
+
+    /// Checking touched every page; lookups touch only the pages they search. Drops them from
+    /// this process's page tables (the page cache keeps them) so that resident memory is the
+    /// filter plus what lookups use.
+    fn release_checked_pages(&self) {
+        if let Bytes::Map(map) = &self.map {
             #[expect(
                 unsafe_code,
                 reason = "MADV_DONTNEED on a read-only shared file mapping"
@@ -388,8 +360,103 @@ impl DiskIndex {
             let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
             let _ = map.advise(memmap2::Advice::Random);
         }
-        Ok(index)
     }
+}
+
+/// Names the index file in errors.
+const WHAT: &str = "disk index";
+
+/// Refuses an index built for another page size than the options ask for.
+fn check_page_exp(bytes: &[u8], path: &Path, page_exp: u8) -> Result<()> {
+    if bytes[D_PAGE_EXP] != page_exp {
+        return Err(Error::corrupt(
+            path,
+            D_PAGE_EXP as u64,
+            WHAT,
+            format!(
+                "built for pages of 2^{} bytes, the options ask for 2^{page_exp}",
+                bytes[D_PAGE_EXP]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The counts an index header declares: untrusted until [`Counts::check_sections`] and
+/// [`Counts::check_filter`] pass.
+struct Counts {
+    keys: u64,
+    pages: u64,
+    hashes: u32,
+    words: u64,
+    key_bytes: u64,
+}
+
+impl Counts {
+    /// Reads the counts from a header whose frame is checked (so it is whole).
+    fn read(bytes: &[u8]) -> Counts {
+        Counts {
+            keys: u64_at(bytes, D_KEY_COUNT),
+            pages: u64_at(bytes, D_PAGE_COUNT),
+            hashes: u32::from_le_bytes(
+                bytes[D_FILTER_HASHES..D_FILTER_HASHES + 4]
+                    .try_into()
+                    .expect("4 bytes"),
+            ),
+            words: u64_at(bytes, D_FILTER_WORDS),
+            key_bytes: u64_at(bytes, D_KEY_BYTES),
+        }
+    }
+
+    /// Section sizes must add up to the file (up to `body_end`) exactly, checked without
+    /// overflow, so that section offsets computed from them stay inside the file.
+    fn check_sections(&self, path: &Path, body_end: usize) -> Result<()> {
+        let sections = [self.words, self.pages, self.pages.saturating_add(1)]
+            .iter()
+            .try_fold(0u64, |acc, n| {
+                n.checked_mul(8).and_then(|b| acc.checked_add(b))
+            });
+        let total = sections
+            .and_then(|s| s.checked_add(self.key_bytes))
+            .and_then(|s| s.checked_add(DISK_HEADER_BYTES as u64));
+        if total != Some(body_end as u64) {
+            return Err(Error::corrupt(
+                path,
+                D_PAGE_COUNT as u64,
+                WHAT,
+                "section lengths do not add up to the file length",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a filter that cannot be built or probed, and more pages than keys.
+    fn check_filter(&self, path: &Path) -> Result<()> {
+        let Counts {
+            keys,
+            pages,
+            hashes,
+            words,
+            ..
+        } = *self;
+        if words == 0 || hashes == 0 || hashes > MAX_FILTER_HASHES || pages > keys {
+            return Err(Error::corrupt(
+                path,
+                D_FILTER_HASHES as u64,
+                WHAT,
+                format!(
+                    "impossible filter ({words} words, {hashes} hashes) or {pages} pages for {keys} keys"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The filter stored as `words` words from `at`, probed with `hashes` hashes.
+fn read_filter(bytes: &[u8], at: usize, words: usize, hashes: u32) -> BloomFilter {
+    let filter_words: Vec<u64> = (0..words).map(|i| u64_at(bytes, at + 8 * i)).collect();
+    BloomFilter::from_vec(filter_words).hashes(hashes)
 }
 
 impl Index for DiskIndex {
@@ -473,12 +540,7 @@ impl IndexFactory for DiskIndexFactory {
 /// against a run). Returns the number of keys. Used by the fuzzer and by verification.
 pub fn check_index_bytes(bytes: &[u8], path: &Path) -> Result<u64> {
     if bytes.len() < DISK_HEADER_BYTES {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "disk index",
-            "shorter than its header",
-        ));
+        return Err(Error::corrupt(path, 0, WHAT, "shorter than its header"));
     }
     let run = RunIdentity::decode(&bytes[D_RUN_ID..]);
     DiskIndex::from_bytes(bytes.to_vec(), path, &run, bytes[D_PAGE_EXP]).map(|i| i.keys)

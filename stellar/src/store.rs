@@ -523,17 +523,10 @@ impl Iterator for TypeScan {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(kv)) => Some(Ok(kv)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        let mut failed = self.failed;
+        let item = strata::fused_next(&mut failed, || self.step());
+        self.failed = failed;
+        item
     }
 }
 

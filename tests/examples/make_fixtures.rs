@@ -10,11 +10,19 @@ fn main() {
     let root = fixtures::dir();
     for f in &FIXTURES {
         let dir = root.join(f.name);
-        assert!(!dir.exists(), "{} exists: remove it to remake it", dir.display());
+        assert!(
+            !dir.exists(),
+            "{} exists: remove it to remake it",
+            dir.display()
+        );
         fixtures::make(f, &dir).expect("make fixture");
     }
     let dir = root.join(STELLAR_NAME);
-    assert!(!dir.exists(), "{} exists: remove it to remake it", dir.display());
+    assert!(
+        !dir.exists(),
+        "{} exists: remove it to remake it",
+        dir.display()
+    );
     let buckets = tempfile::tempdir().unwrap();
     let sources = synthetic::write_buckets(buckets.path(), STELLAR_ENTRIES).unwrap();
     let mut store = LedgerStore::open(&dir).unwrap();

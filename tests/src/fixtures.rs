@@ -58,7 +58,11 @@ pub fn expected(i: u64) -> Option<Vec<u8>> {
     } else if i % 5 == 0 {
         Some(format!("rewritten {i} after compaction").into_bytes())
     } else {
-        Some(format!("value {i} ").repeat(1 + (i % 4) as usize).into_bytes())
+        Some(
+            format!("value {i} ")
+                .repeat(1 + (i % 4) as usize)
+                .into_bytes(),
+        )
     }
 }
 
@@ -81,7 +85,12 @@ pub fn make(f: &Fixture, dir: &Path) -> strata::Result<()> {
     o.create_if_missing = true;
     let db = Db::open(dir, o)?;
     for i in 0..f.keys {
-        db.put(&key(i), format!("value {i} ").repeat(1 + (i % 4) as usize).as_bytes())?;
+        db.put(
+            &key(i),
+            format!("value {i} ")
+                .repeat(1 + (i % 4) as usize)
+                .as_bytes(),
+        )?;
     }
     db.compact_all()?;
     for i in (0..f.keys).filter(|i| i % 5 == 0 && i % 10 != 0) {

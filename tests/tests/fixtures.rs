@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata::{Db, Event, EventLog};
+use strata_stellar::stellar_xdr::{LedgerEntryType, LedgerKey, LedgerKeyTtl};
 use strata_stellar::store::synthetic::{self, expected_live_until, key_hash};
 use strata_stellar::store::LedgerStore;
-use strata_stellar::stellar_xdr::{LedgerEntryType, LedgerKey, LedgerKeyTtl};
 use strata_tests::fixtures::{self, expected, key, FIXTURES, STELLAR_ENTRIES, STELLAR_NAME};
 
 /// A private copy: opening takes the lock and may tidy files, and the fixture must stay as made.
@@ -40,7 +40,9 @@ fn assert_read_as_written(log: &EventLog, name: &str) {
         assert!(
             !matches!(
                 e,
-                Event::IndexRebuilt { .. } | Event::StrayFileRemoved { .. } | Event::WalTailTruncated { .. }
+                Event::IndexRebuilt { .. }
+                    | Event::StrayFileRemoved { .. }
+                    | Event::WalTailTruncated { .. }
             ),
             "{name}: {e:?}"
         );
@@ -59,13 +61,20 @@ fn key_value_fixtures_answer_lookups_and_scans() {
         let db = Db::open(tmp.path(), o).unwrap();
         assert_read_as_written(&log, f.name);
         let stats = db.stats();
-        assert!(stats.runs >= 1 && stats.wal_bytes > 0, "{}: {stats:?}", f.name);
+        assert!(
+            stats.runs >= 1 && stats.wal_bytes > 0,
+            "{}: {stats:?}",
+            f.name
+        );
         for i in 0..f.keys + 20 {
             let want = if i < f.keys { expected(i) } else { None };
             assert_eq!(db.get(&key(i)).unwrap(), want, "{} key {i}", f.name);
         }
-        let scanned: Vec<(Vec<u8>, Vec<u8>)> =
-            db.range(key(10)..key(f.keys)).unwrap().map(|kv| kv.unwrap()).collect();
+        let scanned: Vec<(Vec<u8>, Vec<u8>)> = db
+            .range(key(10)..key(f.keys))
+            .unwrap()
+            .map(|kv| kv.unwrap())
+            .collect();
         let want: Vec<(Vec<u8>, Vec<u8>)> = (10..f.keys)
             .filter_map(|i| expected(i).map(|v| (key(i).to_vec(), v)))
             .collect();
@@ -73,7 +82,12 @@ fn key_value_fixtures_answer_lookups_and_scans() {
         // Compaction reads the old runs and WAL and writes new ones with the same answers.
         db.compact_all().unwrap();
         for i in 0..f.keys {
-            assert_eq!(db.get(&key(i)).unwrap(), expected(i), "{} after compaction", f.name);
+            assert_eq!(
+                db.get(&key(i)).unwrap(),
+                expected(i),
+                "{} after compaction",
+                f.name
+            );
         }
         db.close().unwrap();
     }
@@ -107,7 +121,9 @@ fn the_stellar_store_fixture_answers_lookups_and_type_scans() {
     let store = LedgerStore::open_existing(tmp.path()).unwrap();
     let n = STELLAR_ENTRIES;
     for i in 0..n + 5 {
-        let k = LedgerKey::Ttl(LedgerKeyTtl { key_hash: key_hash(i) });
+        let k = LedgerKey::Ttl(LedgerKeyTtl {
+            key_hash: key_hash(i),
+        });
         let got = store.get(&k).unwrap();
         let want = if i < n {
             expected_live_until(i).map(|v| synthetic::ttl_entry(i, v))

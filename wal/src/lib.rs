@@ -1,5 +1,5 @@
 //! `FileWal`: strata's write-ahead log. One directory of numbered segment files
-//! (`wal-<id>.log`); appends are buffered in [`WAL_WRITE_BUFFER_BYTES`](strata_engine::WAL_WRITE_BUFFER_BYTES) and written to the OS per
+//! (`wal-<id>.log`); appends are buffered in [`WAL_WRITE_BUFFER_BYTES`] and written to the OS per
 //! batch; recovery walks record headers and seeks over values, so it needs memory for keys, not
 //! bytes; values are read back by position and checked on demand.
 //!
@@ -33,7 +33,7 @@ use strata_engine::{
 };
 
 use crate::format::{encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES};
-use crate::walk::{walk_segment, FileAt};
+use crate::walk::{walk_segment, FileAt, Walked};
 
 fn segment_id_from_name(name: &str) -> Option<SegmentId> {
     match parse_file_name(name)? {
@@ -84,6 +84,180 @@ fn create_segment(dir: &Path, id: SegmentId) -> Result<Segment> {
     Ok(Segment { id, path, file })
 }
 
+/// The segment ids in `dir`, ascending. Segments below `floor` are already compacted into
+/// runs: they are deleted here.
+fn list_segments(dir: &Path, floor: SegmentId, events: &dyn EventSink) -> Result<Vec<SegmentId>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        if let Some(id) = entry.file_name().to_str().and_then(segment_id_from_name) {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    for id in ids.iter().filter(|id| **id < floor) {
+        let path = dir.join(segment_file_name(*id));
+        std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+        events.event(&Event::StrayFileRemoved { file: path });
+    }
+    ids.retain(|id| *id >= floor);
+    Ok(ids)
+}
+
+/// Opens segment `id`, passes the records of its complete batches to `replay` (raising
+/// `max_seq`), and truncates a torn tail if it is the `newest`. Returns the segment, the end of
+/// its last complete batch, and the bytes read.
+fn recover_segment(
+    dir: &Path,
+    id: SegmentId,
+    newest: bool,
+    events: &dyn EventSink,
+    max_seq: &mut SeqNo,
+    replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
+) -> Result<(Segment, u64, u64)> {
+    let path = dir.join(segment_file_name(id));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("opening", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading metadata of", &path, e))?
+        .len();
+    let src = FileAt { file: &file, len };
+    let walked = walk_segment(&src, &path, id, &mut |f| {
+        *max_seq = (*max_seq).max(f.header.seq);
+        replay(RecoveredRecord {
+            seq: f.header.seq,
+            kind: f.header.kind,
+            tag: f.header.tag,
+            key: &f.key,
+            pos: f.pos,
+        })
+    })?;
+    let bytes_read = walked.bytes_read;
+    let end = kept_end(walked, newest, &src, &path)?;
+    if end < len {
+        truncate_tail(&file, &path, id, end)?;
+        events.event(&Event::WalTailTruncated {
+            file: path.clone(),
+            offset: end,
+            dropped_bytes: len - end,
+        });
+    }
+    Ok((Segment { id, path, file }, end, bytes_read))
+}
+
+/// How much of a walked segment recovery keeps: all of a clean one; of the newest, everything
+/// before a torn tail (what a crash leaves). Anything else (a tear or damage in an older
+/// segment, damage followed by an intact record) is an error naming the file and offset.
+fn kept_end(walked: Walked, newest: bool, src: &FileAt<'_>, path: &Path) -> Result<u64> {
+    Ok(match walked.ending {
+        Ending::Clean => src.len,
+        Ending::Torn if newest => walked.good_end,
+        Ending::Damaged { at, detail } => {
+            if !newest || intact_header_after(src, path, at)? {
+                return Err(Error::corrupt(path, at, "WAL record", detail));
+            }
+            walked.good_end
+        }
+        Ending::Torn => {
+            return Err(Error::corrupt(
+                path,
+                walked.good_end,
+                "WAL record",
+                "segment ends inside a record or batch, and it is not the newest",
+            ));
+        }
+    })
+}
+
+/// Cuts segment `id` back to `end` (the end of its last complete batch) and syncs.
+fn truncate_tail(file: &File, path: &Path, id: SegmentId, end: u64) -> Result<()> {
+    if end == 0 {
+        // Crashed while creating the segment: write its header again.
+        file.set_len(0)
+            .map_err(|e| Error::io("truncating", path, e))?;
+        file.write_all_at(&encode_segment_header(id.0), 0)
+            .map_err(|e| Error::io("writing", path, e))?;
+    } else {
+        file.set_len(end)
+            .map_err(|e| Error::io("truncating", path, e))?;
+    }
+    file.sync_all().map_err(|e| Error::io("syncing", path, e))
+}
+
+impl Writer {
+    /// After a failed write the file's tail is unknown: only a reopen (which recovers) may
+    /// append again.
+    fn check_usable(&self) -> Result<()> {
+        if let Some(cause) = &self.failed {
+            return Err(Error::io(
+                "appending to",
+                &self.seg.path,
+                std::io::Error::other(format!("an earlier write failed ({cause}); reopen")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `ops` as one batch from the end of the segment (every record but the last flagged
+    /// as continued). Returns the positions of their values and the new end. Leaves `len` and
+    /// `next_seq` to the caller, which updates them only on success.
+    fn write_batch(&mut self, ops: &[OpRef<'_>]) -> Result<(Vec<WalPos>, u64)> {
+        let mut positions = Vec::with_capacity(ops.len());
+        let mut offset = self.len;
+        let mut write_at = self.len;
+        for (i, op) in ops.iter().enumerate() {
+            debug_assert!(op.kind == EntryKind::Put || op.value.is_empty());
+            let header = RecordHeader {
+                seq: SeqNo(self.next_seq.0 + i as u64),
+                value_len: op.value.len() as u32,
+                key_len: op.key.len() as u16,
+                kind: op.kind,
+                tag: op.tag,
+                flags: if i + 1 < ops.len() {
+                    FLAG_BATCH_CONTINUES
+                } else {
+                    0
+                },
+            };
+            self.buf.extend_from_slice(&header.encode(op.key));
+            self.buf.extend_from_slice(op.key);
+            let value_offset = offset + (RECORD_HEADER_BYTES + op.key.len()) as u64;
+            self.put_value(op.value, &mut write_at)?;
+            self.buf
+                .extend_from_slice(&checksum(op.value).to_le_bytes());
+            positions.push(WalPos {
+                segment: self.seg.id,
+                value_offset,
+                value_len: op.value.len() as u32,
+            });
+            offset += header.record_len();
+        }
+        flush(&self.seg, &mut self.buf, &mut write_at)?;
+        debug_assert_eq!(write_at, offset);
+        Ok((positions, offset))
+    }
+
+    /// Buffers `value`, or, if it would overflow the buffer, flushes and writes it directly so
+    /// that a large value is not copied.
+    fn put_value(&mut self, value: &[u8], write_at: &mut u64) -> Result<()> {
+        if self.buf.len() + value.len() > WAL_WRITE_BUFFER_BYTES {
+            flush(&self.seg, &mut self.buf, write_at)?;
+            self.seg
+                .file
+                .write_all_at(value, *write_at)
+                .map_err(|e| Error::io("writing", &self.seg.path, e))?;
+            *write_at += value.len() as u64;
+        } else {
+            self.buf.extend_from_slice(value);
+        }
+        Ok(())
+    }
+}
+
 impl FileWal {
     fn fail(&self, w: &mut Writer, e: Error) -> Error {
         if w.failed.is_none() {
@@ -122,86 +296,17 @@ impl Wal for FileWal {
         events: Arc<dyn EventSink>,
         replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
     ) -> Result<FileWal> {
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-            let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-            if let Some(id) = entry.file_name().to_str().and_then(segment_id_from_name) {
-                ids.push(id);
-            }
-        }
-        ids.sort();
-        for id in ids.iter().filter(|id| **id < floor) {
-            let path = dir.join(segment_file_name(*id));
-            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-            events.event(&Event::StrayFileRemoved { file: path });
-        }
-        ids.retain(|id| *id >= floor);
-
+        let ids = list_segments(dir, floor, &*events)?;
         let mut segments = BTreeMap::new();
         let mut max_seq = last_seq;
         let mut bytes_read = 0;
         let mut active: Option<(Arc<Segment>, u64)> = None;
         for (i, &id) in ids.iter().enumerate() {
             let newest = i + 1 == ids.len();
-            let path = dir.join(segment_file_name(id));
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io("opening", &path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::io("reading metadata of", &path, e))?
-                .len();
-            let walked = walk_segment(&FileAt { file: &file, len }, &path, id, &mut |f| {
-                max_seq = max_seq.max(f.header.seq);
-                replay(RecoveredRecord {
-                    seq: f.header.seq,
-                    kind: f.header.kind,
-                    tag: f.header.tag,
-                    key: &f.key,
-                    pos: f.pos,
-                })
-            })?;
-            bytes_read += walked.bytes_read;
-            let end = match walked.ending {
-                Ending::Clean => len,
-                Ending::Torn if newest => walked.good_end,
-                Ending::Damaged { at, detail } => {
-                    if !newest || intact_header_after(&FileAt { file: &file, len }, &path, at)? {
-                        return Err(Error::corrupt(&path, at, "WAL record", detail));
-                    }
-                    walked.good_end
-                }
-                Ending::Torn => {
-                    return Err(Error::corrupt(
-                        &path,
-                        walked.good_end,
-                        "WAL record",
-                        "segment ends inside a record or batch, and it is not the newest",
-                    ));
-                }
-            };
-            if end < len {
-                if end == 0 {
-                    // Crashed while creating the segment: write its header again.
-                    file.set_len(0)
-                        .map_err(|e| Error::io("truncating", &path, e))?;
-                    file.write_all_at(&encode_segment_header(id.0), 0)
-                        .map_err(|e| Error::io("writing", &path, e))?;
-                } else {
-                    file.set_len(end)
-                        .map_err(|e| Error::io("truncating", &path, e))?;
-                }
-                file.sync_all()
-                    .map_err(|e| Error::io("syncing", &path, e))?;
-                events.event(&Event::WalTailTruncated {
-                    file: path.clone(),
-                    offset: end,
-                    dropped_bytes: len - end,
-                });
-            }
-            let seg = Arc::new(Segment { id, path, file });
+            let (seg, end, read) =
+                recover_segment(dir, id, newest, &*events, &mut max_seq, replay)?;
+            bytes_read += read;
+            let seg = Arc::new(seg);
             segments.insert(id, seg.clone());
             if newest {
                 active = Some((seg, end.max(SEGMENT_HEADER_BYTES as u64)));
@@ -235,68 +340,18 @@ impl Wal for FileWal {
     fn append(&self, ops: &[OpRef<'_>]) -> Result<Appended> {
         let mut guard = self.writer.lock();
         let w = &mut *guard;
-        if let Some(cause) = &w.failed {
-            return Err(Error::io(
-                "appending to",
-                &w.seg.path,
-                std::io::Error::other(format!("an earlier write failed ({cause}); reopen")),
-            ));
-        }
+        w.check_usable()?;
         let first_seq = w.next_seq;
-        let mut positions = Vec::with_capacity(ops.len());
-        let mut offset = w.len;
-        let mut write_at = w.len;
-        let mut result = Ok(());
-        for (i, op) in ops.iter().enumerate() {
-            debug_assert!(op.kind == EntryKind::Put || op.value.is_empty());
-            let header = RecordHeader {
-                seq: SeqNo(first_seq.0 + i as u64),
-                value_len: op.value.len() as u32,
-                key_len: op.key.len() as u16,
-                kind: op.kind,
-                tag: op.tag,
-                flags: if i + 1 < ops.len() {
-                    FLAG_BATCH_CONTINUES
-                } else {
-                    0
-                },
-            };
-            w.buf.extend_from_slice(&header.encode(op.key));
-            w.buf.extend_from_slice(op.key);
-            let value_offset = offset + (RECORD_HEADER_BYTES + op.key.len()) as u64;
-            if w.buf.len() + op.value.len() > WAL_WRITE_BUFFER_BYTES {
-                result = flush(&w.seg, &mut w.buf, &mut write_at).and_then(|()| {
-                    w.seg
-                        .file
-                        .write_all_at(op.value, write_at)
-                        .map_err(|e| Error::io("writing", &w.seg.path, e))
-                });
-                if result.is_err() {
-                    break;
-                }
-                write_at += op.value.len() as u64;
-            } else {
-                w.buf.extend_from_slice(op.value);
+        let (positions, end) = match w.write_batch(ops) {
+            Ok(written) => written,
+            Err(e) => {
+                w.buf.clear();
+                return Err(self.fail(w, e));
             }
-            w.buf.extend_from_slice(&checksum(op.value).to_le_bytes());
-            positions.push(WalPos {
-                segment: w.seg.id,
-                value_offset,
-                value_len: op.value.len() as u32,
-            });
-            offset += header.record_len();
-        }
-        if result.is_ok() {
-            result = flush(&w.seg, &mut w.buf, &mut write_at);
-        }
-        if let Err(e) = result {
-            w.buf.clear();
-            return Err(self.fail(w, e));
-        }
-        debug_assert_eq!(write_at, offset);
+        };
         // An idle shard holds no buffer: a history node has thousands of finished shards.
         w.buf = Vec::new();
-        w.len = offset;
+        w.len = end;
         w.next_seq = SeqNo(first_seq.0 + ops.len() as u64);
         Ok(Appended {
             first_seq,

@@ -46,7 +46,7 @@ impl ReadAt for FileAt<'_> {
     }
 }
 
-/// A read window over a [`ReadAt`]: reads [`WAL_RECOVERY_WINDOW_BYTES`](strata_engine::WAL_RECOVERY_WINDOW_BYTES) at a time and counts the
+/// A read window over a [`ReadAt`]: reads [`WAL_RECOVERY_WINDOW_BYTES`] at a time and counts the
 /// bytes it read.
 struct Window<'a, R: ReadAt + ?Sized> {
     src: &'a R,
@@ -57,6 +57,17 @@ struct Window<'a, R: ReadAt + ?Sized> {
 }
 
 impl<'a, R: ReadAt + ?Sized> Window<'a, R> {
+    /// An empty window over `src`; `path` names it in errors.
+    fn new(src: &'a R, path: &'a Path) -> Self {
+        Window {
+            src,
+            path,
+            buf: Vec::new(),
+            start: 0,
+            bytes_read: 0,
+        }
+    }
+
     /// `len` bytes at `offset`, or `None` when the source ends first.
     fn get(&mut self, offset: u64, len: usize) -> Result<Option<&[u8]>> {
         let total = self.src.byte_len();
@@ -127,13 +138,7 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
     segment: SegmentId,
     visit: &mut dyn FnMut(&Found) -> Result<()>,
 ) -> Result<Walked> {
-    let mut w = Window {
-        src,
-        path,
-        buf: Vec::new(),
-        start: 0,
-        bytes_read: 0,
-    };
+    let mut w = Window::new(src, path);
     let Some(h) = w.get(0, SEGMENT_HEADER_BYTES)? else {
         return Ok(Walked {
             good_end: 0,
@@ -145,6 +150,7 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
     let len = src.byte_len();
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut good_end = offset;
+    // Records of the current batch: visited only once the batch is known to be complete.
     let mut pending: Vec<Found> = Vec::new();
     let ending = loop {
         if offset == len {
@@ -154,47 +160,12 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
                 Ending::Torn
             };
         }
-        let Some(h) = w.get(offset, RECORD_HEADER_BYTES)? else {
-            break Ending::Torn;
+        let found = match read_record(&mut w, offset, segment, pending.len())? {
+            Next::Record(found) => found,
+            Next::End(ending) => break ending,
         };
-        let h: [u8; RECORD_HEADER_BYTES] = h.try_into().expect("header length");
-        let header = match decode_fields(&h) {
-            Ok(header) => header,
-            Err(p) => {
-                break Ending::Damaged {
-                    at: offset,
-                    detail: describe(p),
-                }
-            }
-        };
-        let Some(key) = w.get(offset + RECORD_HEADER_BYTES as u64, header.key_len as usize)? else {
-            break Ending::Torn;
-        };
-        if let Err(p) = verify_checksum(&h, key) {
-            break Ending::Damaged {
-                at: offset,
-                detail: describe(p),
-            };
-        }
-        if offset + header.record_len() > len {
-            break Ending::Torn;
-        }
-        if pending.len() >= MAX_BATCH_OPS {
-            break Ending::Damaged {
-                at: offset,
-                detail: format!("batch longer than {MAX_BATCH_OPS} records"),
-            };
-        }
-        let value_offset = offset + RECORD_HEADER_BYTES as u64 + u64::from(header.key_len);
-        pending.push(Found {
-            header,
-            key: key.to_vec(),
-            pos: WalPos {
-                segment,
-                value_offset,
-                value_len: header.value_len,
-            },
-        });
+        let header = found.header;
+        pending.push(found);
         offset += header.record_len();
         if !header.continues() {
             for f in pending.drain(..) {
@@ -208,6 +179,59 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
         ending,
         bytes_read: w.bytes_read,
     })
+}
+
+/// What [`read_record`] found at an offset.
+enum Next {
+    /// An intact record.
+    Record(Found),
+    /// No record here: how the segment ends.
+    End(Ending),
+}
+
+/// Reads and checks the record at `offset`, after `batched` records of its batch: header fields
+/// before the key length is trusted, then the checksum over header and key, then that the whole
+/// record fits in the source.
+fn read_record<R: ReadAt + ?Sized>(
+    w: &mut Window<'_, R>,
+    offset: u64,
+    segment: SegmentId,
+    batched: usize,
+) -> Result<Next> {
+    let damaged = |detail: String| Next::End(Ending::Damaged { at: offset, detail });
+    let len = w.src.byte_len();
+    let Some(h) = w.get(offset, RECORD_HEADER_BYTES)? else {
+        return Ok(Next::End(Ending::Torn));
+    };
+    let h: [u8; RECORD_HEADER_BYTES] = h.try_into().expect("header length");
+    let header = match decode_fields(&h) {
+        Ok(header) => header,
+        Err(p) => return Ok(damaged(describe(p))),
+    };
+    let Some(key) = w.get(offset + RECORD_HEADER_BYTES as u64, header.key_len as usize)? else {
+        return Ok(Next::End(Ending::Torn));
+    };
+    if let Err(p) = verify_checksum(&h, key) {
+        return Ok(damaged(describe(p)));
+    }
+    if offset + header.record_len() > len {
+        return Ok(Next::End(Ending::Torn));
+    }
+    if batched >= MAX_BATCH_OPS {
+        return Ok(damaged(format!(
+            "batch longer than {MAX_BATCH_OPS} records"
+        )));
+    }
+    let value_offset = offset + RECORD_HEADER_BYTES as u64 + u64::from(header.key_len);
+    Ok(Next::Record(Found {
+        header,
+        key: key.to_vec(),
+        pos: WalPos {
+            segment,
+            value_offset,
+            value_len: header.value_len,
+        },
+    }))
 }
 
 fn describe(p: HeaderProblem) -> String {
@@ -226,13 +250,7 @@ fn describe(p: HeaderProblem) -> String {
 /// damage in the middle of the log.
 pub fn intact_header_after<R: ReadAt + ?Sized>(src: &R, path: &Path, from: u64) -> Result<bool> {
     let len = src.byte_len();
-    let mut w = Window {
-        src,
-        path,
-        buf: Vec::new(),
-        start: 0,
-        bytes_read: 0,
-    };
+    let mut w = Window::new(src, path);
     let mut at = from + 1;
     while at + RECORD_HEADER_BYTES as u64 <= len {
         let h: [u8; RECORD_HEADER_BYTES] = w
