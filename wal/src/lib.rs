@@ -53,7 +53,8 @@ struct Writer {
     len: u64,
     buf: Vec<u8>,
     next_seq: SeqNo,
-    failed: Option<String>,
+    /// The first write or sync that failed: its OS error kind and message. Sticky until reopen.
+    failed: Option<(std::io::ErrorKind, String)>,
 }
 
 /// A segmented, append-only log in one directory.
@@ -189,14 +190,19 @@ fn truncate_tail(file: &File, path: &Path, id: SegmentId, end: u64) -> Result<()
 }
 
 impl Writer {
-    /// After a failed write the file's tail is unknown: only a reopen (which recovers) may
-    /// append again.
-    fn check_usable(&self) -> Result<()> {
-        if let Some(cause) = &self.failed {
+    /// After a failed write the file's tail is unknown, and after a failed sync the kernel may
+    /// have dropped the dirty pages (a retried fsync can succeed without writing them): only a
+    /// reopen, which recovers from what is really on disk, may append or report durability
+    /// again. Until then every append and sync gets the first failure's error kind.
+    fn check_usable(&self, op: &'static str) -> Result<()> {
+        if let Some((kind, cause)) = &self.failed {
             return Err(Error::io(
-                "appending to",
+                op,
                 &self.seg.path,
-                std::io::Error::other(format!("an earlier write failed ({cause}); reopen")),
+                std::io::Error::new(
+                    *kind,
+                    format!("an earlier write or sync failed ({cause}); nothing since the last successful sync is durable; reopen"),
+                ),
             ));
         }
         Ok(())
@@ -261,7 +267,11 @@ impl Writer {
 impl FileWal {
     fn fail(&self, w: &mut Writer, e: Error) -> Error {
         if w.failed.is_none() {
-            w.failed = Some(e.to_string());
+            let kind = match &e {
+                Error::Io { source, .. } => source.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
+            w.failed = Some((kind, e.to_string()));
         }
         e
     }
@@ -340,7 +350,7 @@ impl Wal for FileWal {
     fn append(&self, ops: &[OpRef<'_>]) -> Result<Appended> {
         let mut guard = self.writer.lock();
         let w = &mut *guard;
-        w.check_usable()?;
+        w.check_usable("appending to")?;
         let first_seq = w.next_seq;
         let (positions, end) = match w.write_batch(ops) {
             Ok(written) => written,
@@ -362,6 +372,7 @@ impl Wal for FileWal {
     fn sync(&self) -> Result<()> {
         let target = {
             let w = self.writer.lock();
+            w.check_usable("syncing")?;
             (w.seg.id, w.len)
         };
         let mut synced = self.synced.lock();
@@ -383,6 +394,7 @@ impl Wal for FileWal {
 
     fn rotate(&self) -> Result<SegmentId> {
         let mut w = self.writer.lock();
+        w.check_usable("rotating")?;
         if let Err(e) = w.seg.file.sync_data() {
             let e = Error::io("syncing", &w.seg.path, e);
             return Err(self.fail(&mut w, e));

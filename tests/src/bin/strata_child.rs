@@ -5,6 +5,10 @@
 //! - `strata_child crash-writer DIR FIRST_BATCH`: writes batches from FIRST_BATCH on, forever,
 //!   into DIR with tiny compaction thresholds; prints `synced N` after each sync that covers
 //!   batch N, and `compaction_start` / `compaction_end` as compactions run. Meant to be killed.
+//! - `strata_child fsync-fail DIR TRIGGER buffered|per-batch`: run under the fsync-failing
+//!   shim (`tests/shim/fail_fdatasync.c`); puts `k1`, syncs, arms the shim by creating TRIGGER,
+//!   then puts `k2`, syncs twice, puts `k3` and closes, printing `STEP ok` or
+//!   `STEP err KIND` for each step.
 
 use std::io::Write;
 use std::path::Path;
@@ -62,9 +66,36 @@ fn main() {
                 }
             }
         }
+        Some("fsync-fail") => fsync_fail(Path::new(&args[2]), Path::new(&args[3]), &args[4]),
         _ => {
-            eprintln!("usage: strata_child ingest DIR BLOCKS | crash-writer DIR FIRST_BATCH");
+            eprintln!("usage: strata_child ingest DIR BLOCKS | crash-writer DIR FIRST_BATCH | fsync-fail DIR TRIGGER MODE");
             std::process::exit(2);
         }
     }
+}
+
+fn report(step: &str, r: strata::Result<()>) {
+    match r {
+        Ok(()) => println!("{step} ok"),
+        Err(strata::Error::Io { source, .. }) => println!("{step} err {:?}", source.kind()),
+        Err(e) => println!("{step} err {e}"),
+    }
+}
+
+fn fsync_fail(dir: &Path, trigger: &Path, mode: &str) {
+    let mut o = strata_tests::options(strata::Sharding::Single);
+    o.compaction.auto = false;
+    o.durability = match mode {
+        "per-batch" => strata::Durability::SyncPerBatch,
+        _ => strata::Durability::Buffered,
+    };
+    let db = Db::open(dir, o).expect("open");
+    report("put-k1", db.put(b"k1", b"v1"));
+    report("sync-1", db.sync());
+    std::fs::write(trigger, b"").expect("arm the shim");
+    report("put-k2", db.put(b"k2", b"v2"));
+    report("sync-2", db.sync());
+    report("sync-3", db.sync());
+    report("put-k3", db.put(b"k3", b"v3"));
+    report("close", db.close());
 }
