@@ -277,6 +277,44 @@ use strata::WAL_RECORD_OVERHEAD_BYTES;
 /// Waits for compactions to finish, reads back `verify_blocks` random blocks, and reports. `progress` gets the
 /// number of blocks written after each batch.
 pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Result<IngestReport> {
+    check_ingest_params(p)?;
+    let events = Arc::new(TimedEvents::new());
+    let db = Arc::new(Db::open(dir, ingest_options(p, events.clone()))?);
+    let reader = db.clone();
+    let sampler = Sampler::start(Arc::new(move || reader.wal_debt_bytes()));
+    let started = Instant::now();
+    let mut rng = SmallRng::seed_from_u64(p.seed);
+    let (payload_bytes, wal_bytes) = write_blocks(&db, p, &mut rng, progress)?;
+    // Writes have moved past every shard but the last two; finish the job like a node at the
+    // end of its sync: compact what is left.
+    db.wait_for_compactions();
+    db.compact_all()?;
+    db.sync()?;
+    let wall_s = started.elapsed().as_secs_f64();
+    // Peak of the ingest itself; the verification reads below fault in index pages (the disk
+    // index's working set, about 24 bytes per block here) that the ingest never needed.
+    let peak_rss_bytes = Rss::now().vm_hwm;
+    verify_blocks(&db, p, &mut rng)?;
+    let samples = sampler.finish();
+    Arc::into_inner(db)
+        .expect("the sampler is stopped")
+        .close()?;
+    let events = events.events();
+    let compaction = compaction_figures(&events);
+    Ok(IngestReport {
+        payload_bytes,
+        wall_s,
+        peak_rss_bytes,
+        write_amplification: (wal_bytes + compaction.bytes_out) as f64
+            / payload_bytes.max(1) as f64,
+        compaction,
+        samples,
+        events,
+    })
+}
+
+/// Rejects parameters the workload cannot run with.
+fn check_ingest_params(p: &IngestParams) -> Result<()> {
     if p.min_value_bytes > p.max_value_bytes || p.window == 0 || p.batch == 0 || p.shard_width == 0
     {
         return Err(strata::Error::InvalidOptions(
@@ -284,21 +322,30 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
                 .into(),
         ));
     }
-    let events = Arc::new(TimedEvents::new());
+    Ok(())
+}
+
+/// A new database of range shards, reporting to `events`.
+fn ingest_options(p: &IngestParams, events: Arc<TimedEvents>) -> Options {
     let mut options = Options::new();
     options.create_if_missing = true;
     options.sharding = Sharding::Range {
         width: p.shard_width,
     };
     options.durability = p.durability;
-    options.events = events.clone();
-    let db = Arc::new(Db::open(dir, options)?);
-    let reader = db.clone();
-    let sampler = Sampler::start(Arc::new(move || reader.wal_debt_bytes()));
-    let started = Instant::now();
-    let mut rng = SmallRng::seed_from_u64(p.seed);
+    options.events = events;
+    options
+}
+
+/// Writes every block, shuffled within windows, in batches. Returns the payload bytes and the
+/// WAL bytes (record overhead included) written.
+fn write_blocks(
+    db: &Db,
+    p: &IngestParams,
+    rng: &mut SmallRng,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, u64)> {
     let (mut payload_bytes, mut wal_bytes, mut written) = (0u64, 0u64, 0u64);
-    let mut value = Vec::new();
     // One reusable buffer per batch slot: the workload allocates nothing per block.
     let mut values: Vec<Vec<u8>> = (0..p.batch)
         .map(|_| Vec::with_capacity(p.max_value_bytes))
@@ -308,7 +355,7 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
     while base < p.blocks {
         let end = (base + p.window).min(p.blocks);
         let mut order: Vec<u64> = (base..end).collect();
-        order.shuffle(&mut rng);
+        order.shuffle(rng);
         for chunk in order.chunks(p.batch) {
             for (i, &n) in chunk.iter().enumerate() {
                 block_value(p, n, &mut values[i]);
@@ -330,15 +377,12 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
         }
         base = end;
     }
-    // Writes have moved past every shard but the last two; finish the job like a node at the
-    // end of its sync: compact what is left.
-    db.wait_for_compactions();
-    db.compact_all()?;
-    db.sync()?;
-    let wall_s = started.elapsed().as_secs_f64();
-    // Peak of the ingest itself; the verification reads below fault in index pages (the disk
-    // index's working set, about 24 bytes per block here) that the ingest never needed.
-    let peak_rss_bytes = Rss::now().vm_hwm;
+    Ok((payload_bytes, wal_bytes))
+}
+
+/// Reads back `verify_blocks` random blocks and checks their payloads.
+fn verify_blocks(db: &Db, p: &IngestParams, rng: &mut SmallRng) -> Result<()> {
+    let mut value = Vec::new();
     for _ in 0..p.verify_blocks.min(p.blocks) {
         let n = rng.random_range(0..p.blocks);
         block_value(p, n, &mut value);
@@ -348,22 +392,7 @@ pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Re
             )));
         }
     }
-    let samples = sampler.finish();
-    Arc::into_inner(db)
-        .expect("the sampler is stopped")
-        .close()?;
-    let events = events.events();
-    let compaction = compaction_figures(&events);
-    Ok(IngestReport {
-        payload_bytes,
-        wall_s,
-        peak_rss_bytes,
-        write_amplification: (wal_bytes + compaction.bytes_out) as f64
-            / payload_bytes.max(1) as f64,
-        compaction,
-        samples,
-        events,
-    })
+    Ok(())
 }
 
 /// Writes `samples.csv` (time, RSS figures, WAL debt) and `events.jsonl` (one JSON object per
@@ -561,7 +590,48 @@ pub fn state(
     let debt = Arc::new(AtomicU64::new(0));
     let reader = debt.clone();
     let sampler = Sampler::start(Arc::new(move || reader.load(Ordering::Relaxed)));
+    let load_s = load_state(Db::open(dir, options())?, p, &debt, progress)?;
+    let started = Instant::now();
     let db = Db::open(dir, options())?;
+    let reopen_s = started.elapsed().as_secs_f64();
+    let stats = db.stats();
+    let hit_s = look_up_present(&db, p, progress)?;
+    let miss_s = look_up_absent(&db, p, progress)?;
+    let expected = delete_state_keys(&db, p)?;
+    let scan = scan_state_type(&db, progress)?;
+    if scan.keys != expected {
+        return Err(strata::Error::InvalidOptions(format!(
+            "bench state: scan yielded {} keys, expected {expected}",
+            scan.keys
+        )));
+    }
+    db.close()?;
+    let samples = sampler.finish();
+    let mb = (p.keys * (33 + p.value_bytes as u64)) as f64 / (1 << 20) as f64;
+    Ok(StateReport {
+        keys: p.keys,
+        load_mb_per_s: mb / load_s,
+        reopen_s,
+        hit_lookups_per_s: p.lookups as f64 / hit_s,
+        miss_lookups_per_s: p.lookups as f64 / miss_s,
+        index_bytes_per_key: stats.index_bytes as f64 / stats.index_keys.max(1) as f64,
+        scan_keys_per_s: scan.keys as f64 / scan.seconds,
+        scan_keys: scan.keys,
+        scan_extra_rss_mb: scan.extra_rss_bytes as f64 / (1 << 20) as f64,
+        peak_rss_bytes: Rss::now().vm_hwm,
+        events: events.events(),
+        samples,
+    })
+}
+
+/// Inserts every state key in batches of 1000, compacts and closes `db`. Returns the seconds
+/// taken (compactions included), and keeps `debt` current for the sampler.
+fn load_state(
+    db: Db,
+    p: &StateParams,
+    debt: &AtomicU64,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<f64> {
     let started = Instant::now();
     let mut value = Vec::new();
     let mut batch = strata::Batch::new();
@@ -578,11 +648,12 @@ pub fn state(
     db.wait_for_compactions();
     db.compact_all()?;
     db.close()?;
-    let load_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let db = Db::open(dir, options())?;
-    let reopen_s = started.elapsed().as_secs_f64();
-    let stats = db.stats();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Looks up `lookups` random present keys and checks their values. Returns the seconds taken.
+fn look_up_present(db: &Db, p: &StateParams, progress: &mut dyn FnMut(&str, u64)) -> Result<f64> {
+    let mut value = Vec::new();
     let mut rng = SmallRng::seed_from_u64(p.seed ^ 0x10_0c_0a);
     let started = Instant::now();
     for n in 0..p.lookups {
@@ -598,7 +669,12 @@ pub fn state(
             progress("hits", n);
         }
     }
-    let hit_s = started.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Looks up `lookups` keys of another seed and checks that none is found. Returns the seconds
+/// taken.
+fn look_up_absent(db: &Db, p: &StateParams, progress: &mut dyn FnMut(&str, u64)) -> Result<f64> {
     let absent_seed = p.seed.wrapping_add(0x5eed);
     let started = Instant::now();
     for n in 0..p.lookups {
@@ -611,7 +687,12 @@ pub fn state(
             progress("misses", n);
         }
     }
-    let miss_s = started.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Deletes the keys [`state_deleted`] picks. Returns how many keys of [`STATE_SCAN_TYPE`]
+/// remain, which the scan must yield.
+fn delete_state_keys(db: &Db, p: &StateParams) -> Result<u64> {
     let mut expected = 0u64;
     let mut batch = strata::Batch::new();
     for i in 0..p.keys {
@@ -626,6 +707,19 @@ pub fn state(
         }
     }
     db.write_batch(&batch)?;
+    Ok(expected)
+}
+
+/// What the scan of one type measured.
+struct TypeScan {
+    keys: u64,
+    seconds: f64,
+    /// The highest RSS seen during the scan over the RSS before it.
+    extra_rss_bytes: u64,
+}
+
+/// Scans [`STATE_SCAN_TYPE`], sampling RSS every 65,536 keys.
+fn scan_state_type(db: &Db, progress: &mut dyn FnMut(&str, u64)) -> Result<TypeScan> {
     let before = Rss::now();
     let mut peak_during = before.vm_rss;
     let started = Instant::now();
@@ -639,29 +733,12 @@ pub fn state(
             progress("scan", scanned);
         }
     }
-    let scan_s = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     peak_during = peak_during.max(Rss::now().vm_rss);
-    if scanned != expected {
-        return Err(strata::Error::InvalidOptions(format!(
-            "bench state: scan yielded {scanned} keys, expected {expected}"
-        )));
-    }
-    db.close()?;
-    let samples = sampler.finish();
-    let mb = (p.keys * (33 + p.value_bytes as u64)) as f64 / (1 << 20) as f64;
-    Ok(StateReport {
-        keys: p.keys,
-        load_mb_per_s: mb / load_s,
-        reopen_s,
-        hit_lookups_per_s: p.lookups as f64 / hit_s,
-        miss_lookups_per_s: p.lookups as f64 / miss_s,
-        index_bytes_per_key: stats.index_bytes as f64 / stats.index_keys.max(1) as f64,
-        scan_keys_per_s: scanned as f64 / scan_s,
-        scan_keys: scanned,
-        scan_extra_rss_mb: peak_during.saturating_sub(before.vm_rss) as f64 / (1 << 20) as f64,
-        peak_rss_bytes: Rss::now().vm_hwm,
-        events: events.events(),
-        samples,
+    Ok(TypeScan {
+        keys: scanned,
+        seconds,
+        extra_rss_bytes: peak_during.saturating_sub(before.vm_rss),
     })
 }
 

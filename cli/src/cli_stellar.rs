@@ -1,13 +1,14 @@
 //! `strata stellar ...`: Stellar ledger state on strata.
 
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
-use strata_stellar::archive::{check_archive, Archive};
+use strata_stellar::archive::{check_archive, Archive, MergeCheck};
 use strata_stellar::key::{entry_type_name, parse_entry_type, ENTRY_TYPES};
 use strata_stellar::merge::merge_files;
 use strata_stellar::stellar_xdr::{LedgerKey, Limits, ReadXdr};
@@ -95,147 +96,175 @@ pub fn run(command: Stellar) -> CliResult {
             db,
             checkpoint,
             json,
-        } => {
-            let started = Instant::now();
-            let mut store = LedgerStore::open(&db)?;
-            let report = store.import_archive(&Archive::new(archive), checkpoint)?;
-            store.close()?;
-            let secs = started.elapsed().as_secs_f64();
-            if json {
-                println!(
-                    "{}",
-                    json!({"checkpoint": report.checkpoint, "buckets": report.buckets,
-                        "entries": report.entries, "bytes": report.bytes, "seconds": secs})
-                );
-            } else {
-                println!(
-                    "imported checkpoint {}: {} buckets, {} entries, {} bytes in {secs:.2} s",
-                    report.checkpoint, report.buckets, report.entries, report.bytes
-                );
-            }
-            Ok(())
-        }
-        Stellar::Get { db, key, json } => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(key.trim())
-                .map_err(|e| format!("KEY is not base64: {e}"))?;
-            let limits = Limits::depth(strata_stellar::XDR_DEPTH_LIMIT);
-            let key = LedgerKey::from_xdr(&bytes, limits)
-                .map_err(|e| format!("KEY is not an XDR LedgerKey: {e}"))?;
-            let store = LedgerStore::open_existing(&db)?;
-            let entry = store.get(&key)?;
-            let b64 = entry.map(|e| base64::engine::general_purpose::STANDARD.encode(e));
-            match (json, &b64) {
-                (true, _) => println!("{}", json!({"present": b64.is_some(), "entry": b64})),
-                (false, Some(e)) => println!("{e}"),
-                (false, None) => println!("absent"),
-            }
-            Ok(store.close()?)
-        }
+        } => stellar_import(archive, &db, checkpoint, json),
+        Stellar::Get { db, key, json } => stellar_get(&db, &key, json),
         Stellar::Scan {
             db,
             ty,
             count,
             json,
-        } => {
-            let ty = parse_entry_type(&ty).ok_or_else(|| {
-                let names: Vec<&str> = ENTRY_TYPES.iter().map(|(_, n)| *n).collect();
-                format!("unknown entry type {ty:?}; one of {}", names.join(", "))
-            })?;
-            let store = LedgerStore::open_existing(&db)?;
-            let mut n = 0u64;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            for item in store.scan_type(ty)? {
-                let (_, entry) = item?;
-                n += 1;
-                if !count {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(entry);
-                    if json {
-                        writeln!(out, "{}", json!({"entry": b64}))?;
-                    } else {
-                        writeln!(out, "{b64}")?;
-                    }
-                }
-            }
-            drop(out);
-            if count {
-                if json {
-                    println!("{}", json!({"type": entry_type_name(ty), "count": n}));
-                } else {
-                    println!("{n}");
-                }
-            }
-            Ok(store.close()?)
-        }
+        } => stellar_scan(&db, &ty, count, json),
         Stellar::Merge {
             old,
             new,
             out,
             last_level,
             json,
-        } => {
-            let summary = merge_files(&old, &new, &out, !last_level)?;
-            let hash = hex::encode(summary.hash);
+        } => stellar_merge(&old, &new, &out, last_level, json),
+        Stellar::CheckArchive { archive, json } => stellar_check_archive(archive, json),
+    }
+}
+
+/// `stellar import`.
+fn stellar_import(archive: PathBuf, db: &Path, checkpoint: Option<u32>, json: bool) -> CliResult {
+    let started = Instant::now();
+    let mut store = LedgerStore::open(db)?;
+    let report = store.import_archive(&Archive::new(archive), checkpoint)?;
+    store.close()?;
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            json!({"checkpoint": report.checkpoint, "buckets": report.buckets,
+                "entries": report.entries, "bytes": report.bytes, "seconds": secs})
+        );
+    } else {
+        println!(
+            "imported checkpoint {}: {} buckets, {} entries, {} bytes in {secs:.2} s",
+            report.checkpoint, report.buckets, report.entries, report.bytes
+        );
+    }
+    Ok(())
+}
+
+/// `stellar get`.
+fn stellar_get(db: &Path, key: &str, json: bool) -> CliResult {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .map_err(|e| format!("KEY is not base64: {e}"))?;
+    let limits = Limits::depth(strata_stellar::XDR_DEPTH_LIMIT);
+    let key = LedgerKey::from_xdr(&bytes, limits)
+        .map_err(|e| format!("KEY is not an XDR LedgerKey: {e}"))?;
+    let store = LedgerStore::open_existing(db)?;
+    let entry = store.get(&key)?;
+    let b64 = entry.map(|e| base64::engine::general_purpose::STANDARD.encode(e));
+    match (json, &b64) {
+        (true, _) => println!("{}", json!({"present": b64.is_some(), "entry": b64})),
+        (false, Some(e)) => println!("{e}"),
+        (false, None) => println!("absent"),
+    }
+    Ok(store.close()?)
+}
+
+/// `stellar scan`.
+fn stellar_scan(db: &Path, ty: &str, count: bool, json: bool) -> CliResult {
+    let ty = parse_entry_type(ty).ok_or_else(|| {
+        let names: Vec<&str> = ENTRY_TYPES.iter().map(|(_, n)| *n).collect();
+        format!("unknown entry type {ty:?}; one of {}", names.join(", "))
+    })?;
+    let store = LedgerStore::open_existing(db)?;
+    let mut n = 0u64;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for item in store.scan_type(ty)? {
+        let (_, entry) = item?;
+        n += 1;
+        if !count {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(entry);
             if json {
-                println!(
-                    "{}",
-                    json!({"sha256": hash, "records": summary.records, "bytes": summary.bytes})
-                );
+                writeln!(out, "{}", json!({"entry": b64}))?;
             } else {
-                println!("{hash}");
+                writeln!(out, "{b64}")?;
             }
-            Ok(())
-        }
-        Stellar::CheckArchive { archive, json } => {
-            let scratch = tempfile::Builder::new()
-                .prefix("strata-check-archive-")
-                .tempdir()?;
-            let checks = check_archive(&Archive::new(archive), scratch.path())?;
-            let mut per_level = std::collections::BTreeMap::<u32, (u64, u64)>::new();
-            for c in &checks {
-                let e = per_level.entry(c.merge.level).or_default();
-                e.0 += 1;
-                e.1 += u64::from(c.matched());
-            }
-            let matched = checks.iter().filter(|c| c.matched()).count();
-            if json {
-                let levels: Vec<_> = per_level
-                    .iter()
-                    .map(|(l, (n, m))| json!({"level": l, "merges": n, "matched": m}))
-                    .collect();
-                let mismatches: Vec<_> = checks
-                    .iter()
-                    .filter(|c| !c.matched())
-                    .map(|c| {
-                        json!({"level": c.merge.level, "ledger": c.merge.ledger,
-                            "expected": hex::encode(c.merge.output), "actual": hex::encode(c.actual)})
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({"merges": checks.len(), "matched": matched, "levels": levels,
-                        "mismatches": mismatches})
-                );
-            } else {
-                for (l, (n, m)) in &per_level {
-                    println!("level {l}: {m} of {n} merges match");
-                }
-                for c in checks.iter().filter(|c| !c.matched()) {
-                    println!(
-                        "MISMATCH level {} ledger {}: expected {}, got {}",
-                        c.merge.level,
-                        c.merge.ledger,
-                        hex::encode(c.merge.output),
-                        hex::encode(c.actual)
-                    );
-                }
-                println!("{matched} of {} merges match the archive", checks.len());
-            }
-            if matched != checks.len() {
-                std::process::exit(1);
-            }
-            Ok(())
         }
     }
+    drop(out);
+    if count {
+        if json {
+            println!("{}", json!({"type": entry_type_name(ty), "count": n}));
+        } else {
+            println!("{n}");
+        }
+    }
+    Ok(store.close()?)
+}
+
+/// `stellar merge`.
+fn stellar_merge(old: &Path, new: &Path, out: &Path, last_level: bool, json: bool) -> CliResult {
+    let summary = merge_files(old, new, out, !last_level)?;
+    let hash = hex::encode(summary.hash);
+    if json {
+        println!(
+            "{}",
+            json!({"sha256": hash, "records": summary.records, "bytes": summary.bytes})
+        );
+    } else {
+        println!("{hash}");
+    }
+    Ok(())
+}
+
+/// Merges and matching merges, by level.
+type PerLevel = BTreeMap<u32, (u64, u64)>;
+
+/// `stellar check-archive`; exits with code 1 if any merge does not match.
+fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
+    let scratch = tempfile::Builder::new()
+        .prefix("strata-check-archive-")
+        .tempdir()?;
+    let checks = check_archive(&Archive::new(archive), scratch.path())?;
+    let mut per_level = PerLevel::new();
+    for c in &checks {
+        let e = per_level.entry(c.merge.level).or_default();
+        e.0 += 1;
+        e.1 += u64::from(c.matched());
+    }
+    let matched = checks.iter().filter(|c| c.matched()).count();
+    if json {
+        print_checks_json(&checks, &per_level, matched);
+    } else {
+        print_checks_text(&checks, &per_level, matched);
+    }
+    if matched != checks.len() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The outcome of `stellar check-archive --json`: one object.
+fn print_checks_json(checks: &[MergeCheck], per_level: &PerLevel, matched: usize) {
+    let levels: Vec<_> = per_level
+        .iter()
+        .map(|(l, (n, m))| json!({"level": l, "merges": n, "matched": m}))
+        .collect();
+    let mismatches: Vec<_> = checks
+        .iter()
+        .filter(|c| !c.matched())
+        .map(|c| {
+            json!({"level": c.merge.level, "ledger": c.merge.ledger,
+                "expected": hex::encode(c.merge.output), "actual": hex::encode(c.actual)})
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({"merges": checks.len(), "matched": matched, "levels": levels,
+            "mismatches": mismatches})
+    );
+}
+
+/// The outcome of `stellar check-archive`: a line per level, per mismatch, and a total.
+fn print_checks_text(checks: &[MergeCheck], per_level: &PerLevel, matched: usize) {
+    for (l, (n, m)) in per_level {
+        println!("level {l}: {m} of {n} merges match");
+    }
+    for c in checks.iter().filter(|c| !c.matched()) {
+        println!(
+            "MISMATCH level {} ledger {}: expected {}, got {}",
+            c.merge.level,
+            c.merge.ledger,
+            hex::encode(c.merge.output),
+            hex::encode(c.actual)
+        );
+    }
+    println!("{matched} of {} merges match the archive", checks.len());
 }

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::index::IndexFactory;
-use crate::layout::{self, shard_dir_name, FileKind, DB_FILE, LOCK_FILE};
+use crate::layout::{
+    self, shard_dir_name, tmp_name, FileKind, DB_FILE, LOCK_FILE, SHARD_MANIFEST_FILE,
+};
 use crate::manifest::{self, DbMeta, DB_MAGIC};
 use crate::options::{Durability, Options, Sharding};
 use crate::scan::Scan;
-use crate::shard::{create_shard_dir, load_shard, CompactionReport, Indexes, Shard, ShardStats};
+use crate::shard::{
+    create_shard_dir, leftover, load_shard, CompactionReport, Indexes, Leftover, Shard, ShardStats,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -148,13 +152,6 @@ impl<W: Wal> std::fmt::Debug for Engine<W> {
         f.debug_struct("Engine")
             .field("dir", &self.inner.dir)
             .finish_non_exhaustive()
-    }
-}
-
-fn shard_id_from_name(name: &str) -> Option<ShardId> {
-    match layout::parse(name)? {
-        FileKind::ShardDir(id) => Some(id),
-        _ => None,
     }
 }
 
@@ -605,9 +602,14 @@ fn prepare_dir(dir: &Path, options: &Options) -> Result<bool> {
     }
     let db_file = dir.join(DB_FILE);
     if !db_file.exists() {
-        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
-        if entries.next().is_some() {
-            return Err(Error::NotADatabase { path: dir.into() });
+        // Empty, or left by a creation that stopped before its identity file was in place.
+        let interrupted = [LOCK_FILE.to_string(), tmp_name(DB_FILE)];
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+            if !interrupted.iter().any(|n| entry.file_name() == n.as_str()) {
+                return Err(Error::NotADatabase { path: dir.into() });
+            }
         }
         return Ok(false);
     }
@@ -639,26 +641,38 @@ fn take_lock(dir: &Path) -> Result<File> {
 }
 
 /// Opens every shard of `dir` in two phases: first, read-only, every manifest, run and index
-/// (so that a bad file fails the open before anything changes); then WAL recovery.
+/// (so that a bad file fails the open before anything changes); then the removal of what a
+/// crash or an error left half made (with an event each) and WAL recovery.
 fn open_shards<W: Wal>(
     dir: &Path,
     indexes: &Indexes,
     options: &Options,
 ) -> Result<BTreeMap<ShardId, Arc<Shard<W>>>> {
     let mut loaded = Vec::new();
+    let mut half_made = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        let Some(id) = entry.file_name().to_str().and_then(shard_id_from_name) else {
-            continue;
-        };
-        loaded.push(load_shard(
-            &entry.path(),
-            id,
-            indexes,
-            options.events.as_ref(),
-        )?);
+        let path = entry.path();
+        let kind = entry.file_name().to_str().and_then(layout::parse);
+        match kind {
+            Some(FileKind::ShardDir(id)) if path.join(SHARD_MANIFEST_FILE).exists() => {
+                loaded.push(load_shard(&path, id, indexes, options.events.as_ref())?);
+            }
+            _ => {
+                if let Leftover::HalfMade = leftover(&path, kind)? {
+                    half_made.push(path);
+                }
+            }
+        }
     }
+    for path in half_made {
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io("removing", &path, e))?;
+        options
+            .events
+            .event(&Event::StrayFileRemoved { file: path });
+    }
+    manifest::sync_dir(dir)?;
     let mut shards = BTreeMap::new();
     for l in loaded {
         let shard = Shard::open(l, options.events.clone())?;

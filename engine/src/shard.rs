@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::index::IndexFactory;
 use crate::layout::{
-    self, index_file_name, run_file_name, tmp_name, FileKind, SHARD_MANIFEST_FILE,
+    self, index_file_name, run_file_name, shard_dir_name, tmp_name, FileKind, SHARD_MANIFEST_FILE,
 };
 use crate::manifest::{self, RunMeta, ShardManifest, SHARD_MAGIC};
 use crate::memtable::{MemEntry, Memtable};
@@ -202,9 +202,25 @@ pub(crate) fn load_shard(
     })
 }
 
-/// Creates the directory and empty manifest of a new shard.
+/// Creates the directory and empty manifest of a new shard, atomically: both are made under
+/// the directory's temporary name (`shard-<id>.tmp`), synced, then renamed into place and the
+/// parent synced. A crash or an error leaves at most the temporary directory, which open
+/// removes.
 pub(crate) fn create_shard_dir(dir: &Path, id: ShardId) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(tmp_name(&shard_dir_name(id)));
+    let made = make_shard_dir(&tmp, dir, parent, id);
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    made
+}
+
+fn make_shard_dir(tmp: &Path, dir: &Path, parent: &Path, id: ShardId) -> Result<()> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(|e| Error::io("removing", tmp, e))?;
+    }
+    std::fs::create_dir(tmp).map_err(|e| Error::io("creating", tmp, e))?;
     let m = ShardManifest {
         shard: id.0,
         next_run_id: 1,
@@ -212,14 +228,53 @@ pub(crate) fn create_shard_dir(dir: &Path, id: ShardId) -> Result<()> {
         last_seq: 0,
         runs: Vec::new(),
     };
+    // Writes MANIFEST.tmp, syncs it, renames it and syncs `tmp`.
     manifest::write_atomic(
-        &dir.join(SHARD_MANIFEST_FILE),
+        &tmp.join(SHARD_MANIFEST_FILE),
         &manifest::encode(SHARD_MAGIC, &m),
     )?;
-    if let Some(parent) = dir.parent() {
-        manifest::sync_dir(parent)?;
+    std::fs::rename(tmp, dir).map_err(|e| Error::io("renaming", tmp, e))?;
+    manifest::sync_dir(parent)
+}
+
+/// What open does with a directory entry of the database that is not a whole shard.
+pub(crate) enum Leftover {
+    /// Not strata's: left alone.
+    Foreign,
+    /// Half made by a crash or an error (a temporary shard directory, or a shard directory
+    /// with no manifest and no data): removed at open, with an event.
+    HalfMade,
+}
+
+/// Classifies `path`, a directory entry of the database that is not a shard with a manifest.
+/// A shard directory without a manifest that holds runs or WAL segments is an error: strata
+/// never makes one, and removing it could lose data.
+pub(crate) fn leftover(path: &Path, kind: Option<FileKind>) -> Result<Leftover> {
+    match kind {
+        Some(FileKind::Temporary) if path.is_dir() => Ok(Leftover::HalfMade),
+        Some(FileKind::ShardDir(_)) => {
+            let entries = std::fs::read_dir(path).map_err(|e| Error::io("listing", path, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("listing", path, e))?;
+                let name = entry.file_name();
+                let kind = name.to_str().and_then(layout::parse);
+                if kind != Some(FileKind::Temporary) {
+                    return Err(Error::corrupt(
+                        path,
+                        0,
+                        "shard directory",
+                        format!(
+                            "has no {SHARD_MANIFEST_FILE} but holds {}; strata never leaves \
+                             data without a manifest, so it will not guess",
+                            name.to_string_lossy()
+                        ),
+                    ));
+                }
+            }
+            Ok(Leftover::HalfMade)
+        }
+        _ => Ok(Leftover::Foreign),
     }
-    Ok(())
 }
 
 impl<W: Wal> Shard<W> {
