@@ -55,7 +55,7 @@ pub fn key(i: u64) -> [u8; 8] {
 pub fn expected(i: u64) -> Option<Vec<u8>> {
     if i % 7 == 3 {
         None
-    } else if i % 5 == 0 {
+    } else if i.is_multiple_of(5) {
         Some(format!("rewritten {i} after compaction").into_bytes())
     } else {
         Some(

@@ -286,3 +286,57 @@ fn recovery_continues_sequence_numbers_and_a_fresh_wal_is_empty() {
         .unwrap();
     assert_eq!(a.first_seq, SeqNo(N as u64 + 1));
 }
+
+/// The classic torn write: the header's sector reached the disk, the value's did not. Header,
+/// key and value checksum are intact; half the value is zeros.
+#[test]
+fn a_damaged_value_in_the_newest_batch_is_a_torn_tail_and_the_shard_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = strata_tests::options(strata::Sharding::Single);
+    let db = strata::Db::open(dir.path(), options.clone()).unwrap();
+    db.put(b"k1", b"v1").unwrap();
+    let big = vec![0xABu8; 100 << 10];
+    db.put(b"k2", &big).unwrap();
+    db.close().unwrap();
+
+    let segment = dir
+        .path()
+        .join("shard-0000000000000000")
+        .join(segment_file_name(SegmentId(1)));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(big.len())
+        .position(|w| w == big.as_slice())
+        .expect("k2's value is in the segment");
+    bytes[at + big.len() / 2..at + big.len()].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let log = Arc::new(EventLog::default());
+    let mut o = options.clone();
+    o.events = log.clone();
+    let db = strata::Db::open(dir.path(), o).unwrap();
+    let cut = log.events().into_iter().find_map(|e| match e {
+        Event::WalTailTruncated { file, offset, .. } => Some((file, offset)),
+        _ => None,
+    });
+    let k2_record = (at - 2 - strata_wal::RECORD_HEADER_BYTES) as u64;
+    assert_eq!(
+        cut,
+        Some((segment.clone(), k2_record)),
+        "{:?}",
+        log.events()
+    );
+    assert_eq!(db.get(b"k1").unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(db.get(b"k2").unwrap(), None);
+    let all: Vec<_> = db.prefix(b"").unwrap().map(|kv| kv.unwrap()).collect();
+    assert_eq!(all, vec![(b"k1".to_vec(), b"v1".to_vec())]);
+    db.compact_all().unwrap();
+    db.put(b"k3", b"v3").unwrap();
+    db.close().unwrap();
+
+    let db = strata::Db::open(dir.path(), options).unwrap();
+    assert_eq!(db.get(b"k1").unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(db.get(b"k2").unwrap(), None);
+    assert_eq!(db.get(b"k3").unwrap(), Some(b"v3".to_vec()));
+    db.close().unwrap();
+}

@@ -29,11 +29,11 @@ use strata_engine::format::{parse_file_name, segment_file_name, FileKind};
 use strata_engine::sync::{Mutex, RwLock};
 use strata_engine::{
     checksum, Appended, EntryKind, Error, Event, EventSink, OpRef, RecoveredRecord, Result,
-    SegmentId, SeqNo, Wal, WalPos, WalStats, WAL_WRITE_BUFFER_BYTES,
+    SegmentId, SeqNo, Wal, WalPos, WalStats, COPY_CHUNK_BYTES, WAL_WRITE_BUFFER_BYTES,
 };
 
 use crate::format::{encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES};
-use crate::walk::{walk_segment, FileAt, Walked};
+use crate::walk::{walk_segment, FileAt, Found, Walked};
 
 fn segment_id_from_name(name: &str) -> Option<SegmentId> {
     match parse_file_name(name)? {
@@ -127,7 +127,7 @@ fn recover_segment(
         .map_err(|e| Error::io("reading metadata of", &path, e))?
         .len();
     let src = FileAt { file: &file, len };
-    let walked = walk_segment(&src, &path, id, &mut |f| {
+    let mut apply = |f: &Found| {
         *max_seq = (*max_seq).max(f.header.seq);
         replay(RecoveredRecord {
             seq: f.header.seq,
@@ -136,9 +136,29 @@ fn recover_segment(
             key: &f.key,
             pos: f.pos,
         })
+    };
+    // In the newest segment the last whole batch is held back until its values are checked:
+    // a torn write can leave headers intact and values not (the header's sector reached the
+    // disk, the data's did not). Older batches are applied as the next one completes.
+    let mut held: Vec<Found> = Vec::new();
+    let mut batch: Vec<Found> = Vec::new();
+    let walked = walk_segment(&src, &path, id, &mut |f| {
+        if !newest {
+            return apply(f);
+        }
+        batch.push(f.clone());
+        if !f.header.continues() {
+            held.drain(..).try_for_each(|h| apply(&h))?;
+            held = std::mem::take(&mut batch);
+        }
+        Ok(())
     })?;
     let bytes_read = walked.bytes_read;
-    let end = kept_end(walked, newest, &src, &path)?;
+    let mut end = kept_end(walked, newest, &src, &path)?;
+    match first_torn_value(&file, &path, &held)? {
+        None => held.iter().try_for_each(&mut apply)?,
+        Some(batch_start) => end = end.min(batch_start),
+    }
     if end < len {
         truncate_tail(&file, &path, id, end)?;
         events.event(&Event::WalTailTruncated {
@@ -148,6 +168,48 @@ fn recover_segment(
         });
     }
     Ok((Segment { id, path, file }, end, bytes_read))
+}
+
+/// Checks the values of `batch` (the newest segment's last whole batch) against their
+/// checksums, streaming in [`COPY_CHUNK_BYTES`] chunks; returns the offset where the batch
+/// starts if one fails (the batch is then a torn tail), `None` if all hold.
+fn first_torn_value(file: &File, path: &Path, batch: &[Found]) -> Result<Option<u64>> {
+    let mut chunk = Vec::new();
+    for f in batch.iter().filter(|f| f.header.kind == EntryKind::Put) {
+        if chunk.is_empty() {
+            chunk = vec![0u8; COPY_CHUNK_BYTES];
+        }
+        if !value_intact(file, path, f.pos, &mut chunk)? {
+            let first = &batch[0];
+            let start = first.pos.value_offset - (first.key.len() + RECORD_HEADER_BYTES) as u64;
+            return Ok(Some(start));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the value at `pos` matches its checksum. A value cut short by the file's end is not
+/// intact; other read errors are errors.
+fn value_intact(file: &File, path: &Path, pos: WalPos, chunk: &mut [u8]) -> Result<bool> {
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut at = pos.value_offset;
+    let mut left = pos.value_len as usize;
+    let read = |buf: &mut [u8], at: u64| match file.read_exact_at(buf, at) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(Error::io("reading", path, e)),
+    };
+    while left > 0 {
+        let n = left.min(chunk.len());
+        if !read(&mut chunk[..n], at)? {
+            return Ok(false);
+        }
+        hash.update(&chunk[..n]);
+        at += n as u64;
+        left -= n;
+    }
+    let mut sum = [0u8; VALUE_CHECKSUM_BYTES];
+    Ok(read(&mut sum, at)? && u64::from_le_bytes(sum) == hash.digest())
 }
 
 /// How much of a walked segment recovery keeps: all of a clean one; of the newest, everything
