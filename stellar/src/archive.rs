@@ -14,15 +14,13 @@ use serde::Deserialize;
 use crate::bucket::{BucketReader, EMPTY_BUCKET};
 use crate::error::{Error, Result};
 use crate::merge::merge;
+use crate::MAX_HAS_BYTES;
 
 /// Ledgers per checkpoint.
 pub const CHECKPOINT_FREQUENCY: u32 = 64;
 
 /// Levels of the bucket list.
 pub const NUM_LEVELS: usize = 11;
-
-/// The largest history archive state file read, in bytes.
-pub const MAX_HAS_BYTES: u64 = 1 << 20;
 
 /// `levelSize(i) = 4^(i+1)`: the idealized number of ledgers level `i` holds.
 pub fn level_size(level: u32) -> u32 {

@@ -20,16 +20,13 @@ use stellar_xdr::{BucketEntry, Limits, ReadXdr};
 
 use crate::error::{Error, Result};
 use crate::key::{encode_entry_key, encode_key};
-use crate::{MAX_RECORD_BYTES, XDR_DEPTH_LIMIT};
+use crate::{MAX_RECORD_BYTES, READ_BUFFER_BYTES, XDR_DEPTH_LIMIT};
 
 /// Bytes of a record mark.
 pub const MARK_BYTES: usize = 4;
 
 /// The high bit of a record mark: this is the last (here: only) fragment of the record.
 const LAST_FRAGMENT: u32 = 0x8000_0000;
-
-/// Bytes of the read buffer in front of a bucket file (and of the write buffer of a writer).
-pub const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// The first two bytes of a gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

@@ -25,17 +25,12 @@ pub mod archive;
 pub mod bucket;
 pub mod error;
 pub mod key;
+mod limits;
 pub mod merge;
 pub mod store;
 
 pub use archive::{Archive, HistoryArchiveState};
 pub use bucket::{BucketMeta, BucketReader, BucketSummary, BucketWriter, EntryKind, Record};
 pub use error::{Error, Result};
+pub use limits::*;
 pub use stellar_xdr;
-
-/// The largest bucket record read or written, in bytes (a record mark can claim up to 2 GiB;
-/// stellar-core's largest entries, contract code, are far below this).
-pub const MAX_RECORD_BYTES: u32 = 16 << 20;
-
-/// The deepest nesting of XDR values a record may have (nested `ScVal` vectors and maps).
-pub const XDR_DEPTH_LIMIT: u32 = 500;

@@ -39,17 +39,9 @@ use crate::archive::Archive;
 use crate::bucket::{BucketReader, EntryKind, EMPTY_BUCKET};
 use crate::key::{encode_key, type_prefix};
 use crate::stellar_xdr::{LedgerEntryType, LedgerKey};
+use crate::{DELETE_BATCH_KEYS, IMPORT_BATCH_BYTES, MAX_SLOTS};
 
 use strata::{Batch, Db, Durability, MergeSource, Merger, Options};
-
-/// Bytes of keys and values buffered before an import writes a batch.
-pub const IMPORT_BATCH_BYTES: usize = 1 << 20;
-
-/// Keys deleted per write batch when an old generation is removed.
-pub const DELETE_BATCH_KEYS: usize = 4096;
-
-/// Slots of a bucket list (11 levels, curr and snap).
-pub const MAX_SLOTS: usize = 22;
 
 const STATE_KEY: &[u8] = b"\x00state";
 const DATA_TAG: u8 = 0x01;

@@ -1,0 +1,32 @@
+//! Every limit of the Stellar code, with its unit and the reason for its value. (The storage
+//! engine's own limits are in `strata-engine`'s `limits.rs`, re-exported by `strata`.)
+
+/// The largest bucket record read or written, in bytes (a record mark can claim up to 2 GiB;
+/// stellar-core's largest entries, contract code, are far below this).
+pub const MAX_RECORD_BYTES: u32 = 16 << 20;
+
+/// The deepest nesting of XDR values a record may have (nested `ScVal` vectors and maps).
+pub const XDR_DEPTH_LIMIT: u32 = 500;
+
+/// Bytes of the read buffer in front of a bucket file (and of the write buffer of a writer).
+pub const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// The largest history archive state file read, in bytes.
+pub const MAX_HAS_BYTES: u64 = 1 << 20;
+
+/// Bytes of keys and values a ledger-store import buffers before it writes a batch.
+pub const IMPORT_BATCH_BYTES: usize = 1 << 20;
+
+/// Keys deleted per write batch when a ledger store removes an old generation.
+pub const DELETE_BATCH_KEYS: usize = 4096;
+
+/// Slots of a bucket list (11 levels, curr and snap).
+pub const MAX_SLOTS: usize = 22;
+
+// A record is one strata value (the store keeps each record as one value), so it must fit one.
+const _: () = assert!(MAX_RECORD_BYTES as usize <= strata::MAX_VALUE_BYTES);
+// An import batch of small records stays within one strata batch's operation limit per record
+// of at least 16 bytes, and holds at least one whole record's worth of buffer.
+const _: () = assert!(IMPORT_BATCH_BYTES / 16 <= strata::MAX_BATCH_OPS);
+const _: () = assert!(DELETE_BATCH_KEYS <= strata::MAX_BATCH_OPS);
+const _: () = assert!(MAX_SLOTS == 2 * crate::archive::NUM_LEVELS);
