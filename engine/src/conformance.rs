@@ -3,6 +3,9 @@
 //! directory and checks the loaded index against them.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::files::FileCache;
 
 use crate::index::IndexFactory;
 use crate::layout::index_file_name;
@@ -31,7 +34,10 @@ fn write_run(dir: &Path, id: u64, factory: &dyn IndexFactory, case: &Case) -> (R
     let index = factory
         .load(&dir.join(index_file_name(id)), &finished.identity)
         .expect("load index");
-    (Run::open(dir, id, index).expect("open run"), offsets)
+    (
+        Run::open(dir, id, index, &Arc::new(FileCache::new(4))).expect("open run"),
+        offsets,
+    )
 }
 
 fn spread_keys(n: usize, len: usize) -> Vec<Vec<u8>> {
@@ -156,7 +162,10 @@ pub fn run_all(factory: &dyn IndexFactory) {
 /// and the figures that are counts rather than times.
 pub mod bench_support {
     use std::path::Path;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    use crate::files::FileCache;
 
     use crate::index::IndexFactory;
     use crate::layout::index_file_name;
@@ -202,7 +211,10 @@ pub mod bench_support {
         let index = factory
             .load(&dir.join(index_file_name(1)), &finished.identity)
             .expect("load");
-        (Run::open(dir, 1, index).expect("open"), built)
+        (
+            Run::open(dir, 1, index, &Arc::new(FileCache::new(4))).expect("open"),
+            built,
+        )
     }
 
     /// Fraction of `probes` absent keys the index does not rule out.

@@ -180,6 +180,7 @@ impl<W: Wal> Engine<W> {
         let indexes = Indexes {
             factories: indexes,
             policy: options.index_policy,
+            files: Arc::new(crate::files::FileCache::new(options.max_open_files)),
         };
         let shards = open_shards(&dir, &indexes, &options)?;
         let c = options.compaction;

@@ -18,6 +18,7 @@ mod compactor;
 mod engine;
 mod error;
 mod event;
+mod files;
 pub mod format;
 mod index;
 mod layout;
@@ -42,6 +43,7 @@ pub use compactor::{CompactionTarget, Compactor};
 pub use engine::{stored_sharding, Engine, Stats};
 pub use error::{Error, Result};
 pub use event::{Event, EventLog, EventSink, NoEvents};
+pub use files::FileCache;
 pub use index::{
     check_index_frame, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span,
 };

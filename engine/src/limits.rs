@@ -85,6 +85,9 @@ pub const DEFAULT_STALL_SLOWDOWN_BYTES: u64 = 4 * DEFAULT_WAL_ROTATE_BYTES;
 /// Default WAL debt, in bytes, from which writers wait for compaction (eight rotations).
 pub const DEFAULT_STALL_STOP_BYTES: u64 = 8 * DEFAULT_WAL_ROTATE_BYTES;
 
+/// Default number of run files held open at once (a common `ulimit -n` is 1024).
+pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
+
 /// Default delay of a slowed write, in microseconds.
 pub const DEFAULT_STALL_SLOWDOWN_DELAY_US: u64 = 1_000;
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use crate::event::{EventSink, NoEvents};
 use crate::index::{IndexKind, IndexParams};
 use crate::limits::{
-    AUTO_INDEX_CUTOFF_BYTES, DEFAULT_STALL_SLOWDOWN_BYTES, DEFAULT_STALL_SLOWDOWN_DELAY_US,
-    DEFAULT_STALL_STOP_BYTES, DEFAULT_STALL_STOP_MEMTABLE_BYTES, MAX_HASH_SHARDS,
+    AUTO_INDEX_CUTOFF_BYTES, DEFAULT_MAX_OPEN_FILES, DEFAULT_STALL_SLOWDOWN_BYTES,
+    DEFAULT_STALL_SLOWDOWN_DELAY_US, DEFAULT_STALL_STOP_BYTES, DEFAULT_STALL_STOP_MEMTABLE_BYTES,
+    MAX_HASH_SHARDS,
 };
 use crate::manifest::DbMeta;
 use crate::policy::PolicyOptions;
@@ -189,6 +190,10 @@ pub struct Options {
     pub compaction: CompactionOptions,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
+    /// Most run files held open at once (default [`DEFAULT_MAX_OPEN_FILES`]); others are
+    /// opened on demand and the least recently used closed. Each shard's WAL adds one
+    /// descriptor while its active segment holds data.
+    pub max_open_files: usize,
 }
 
 impl std::fmt::Debug for Options {
@@ -200,6 +205,7 @@ impl std::fmt::Debug for Options {
             .field("index_policy", &self.index_policy)
             .field("index_params", &self.index_params)
             .field("compaction", &self.compaction)
+            .field("max_open_files", &self.max_open_files)
             .finish_non_exhaustive()
     }
 }
@@ -217,6 +223,7 @@ impl Options {
             index_params: IndexParams::default(),
             compaction: CompactionOptions::default(),
             events: Arc::new(NoEvents),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
         }
     }
 }

@@ -10,10 +10,12 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
+use crate::files::FileCache;
 use crate::format::{check_frame, FrameSpec, Layout};
 use crate::index::{Index, IndexBuilder, RunIdentity};
 use crate::layout::{index_file_name, run_file_name, tmp_name};
@@ -679,8 +681,9 @@ pub struct Run {
     path: PathBuf,
     index_path: PathBuf,
     map: memmap2::Mmap,
-    /// The same file, for point reads with `pread` (they leave nothing mapped behind).
-    file: File,
+    /// Open descriptors of run files, for point reads with `pread` (they leave nothing mapped
+    /// behind); bounded by `max_open_files`.
+    files: Arc<FileCache>,
     footer: RunFooter,
     identity: RunIdentity,
     index: Box<dyn Index>,
@@ -727,7 +730,7 @@ pub fn read_run_frame(path: &Path, id: u64) -> Result<(File, RunFooter, RunIdent
 impl Run {
     /// Opens run `id` in `dir` with an index already loaded for it. Reads the header and
     /// footer only.
-    pub fn open(dir: &Path, id: u64, index: Box<dyn Index>) -> Result<Run> {
+    pub fn open(dir: &Path, id: u64, index: Box<dyn Index>, files: &Arc<FileCache>) -> Result<Run> {
         let path = dir.join(run_file_name(id));
         let (file, footer, identity) = read_run_frame(&path, id)?;
         #[expect(unsafe_code, reason = "runs are read through a memory map")]
@@ -742,7 +745,7 @@ impl Run {
             index_path: dir.join(index_file_name(id)),
             path,
             map,
-            file,
+            files: files.clone(),
             footer,
             identity,
             index,
@@ -834,7 +837,8 @@ impl Run {
                 let upto = upto.min(data_end);
                 let old = buf.len();
                 buf.resize((upto - base) as usize, 0);
-                self.file
+                self.files
+                    .get(&self.path)?
                     .read_exact_at(&mut buf[old..], have)
                     .map_err(|e| Error::io("reading", &self.path, e))?;
                 self.bytes_touched.fetch_add(upto - have, Ordering::Relaxed);
@@ -912,6 +916,9 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        // A dropped run is either obsolete or its database is closing: either way its
+        // descriptor is not needed.
+        self.files.forget(&self.path);
         if self.obsolete.load(Ordering::Acquire) {
             // Best effort: a leftover file is not in the manifest and is removed at next open.
             let _ = std::fs::remove_file(&self.index_path);

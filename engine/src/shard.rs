@@ -49,9 +49,12 @@ struct ShardState {
 }
 
 /// The index factories an engine knows, and its policy.
+/// What opening a run needs: the index kinds, the policy for new runs, and the bounded cache
+/// of descriptors runs read through.
 pub(crate) struct Indexes {
     pub factories: Vec<Arc<dyn IndexFactory>>,
     pub policy: IndexPolicy,
+    pub files: Arc<crate::files::FileCache>,
 }
 
 impl Indexes {
@@ -190,7 +193,7 @@ pub(crate) fn load_shard(
                 index
             }
         };
-        runs.push(Arc::new(Run::open(dir, meta.id, index)?));
+        runs.push(Arc::new(Run::open(dir, meta.id, index, &indexes.files)?));
         kinds.insert(meta.id, factory.name());
     }
     Ok(LoadedShard {
@@ -317,6 +320,9 @@ impl<W: Wal> Shard<W> {
         );
         let frozen: Vec<Arc<Memtable>> = mems.into_values().rev().map(Arc::new).collect();
         debug_assert!(frozen.iter().all(|m| m.segment() < active_seg));
+        if active.is_empty() && frozen.is_empty() {
+            wal.release_files(); // an idle shard holds no descriptor until written
+        }
         Ok(Shard {
             id,
             dir,
@@ -507,7 +513,17 @@ impl<W: Wal> Shard<W> {
             gate.remove(self.frozen_wal_bytes(), self.frozen_memory_bytes());
             return Err(self.poison(e));
         }
+        self.release_files_if_idle();
         result
+    }
+
+    /// Lets the WAL close its descriptors when the shard holds no unflushed data (a complete
+    /// range shard after its last compaction): idle shards hold none.
+    fn release_files_if_idle(&self) {
+        let st = self.state.read();
+        if st.active.is_empty() && st.frozen.is_empty() {
+            self.wal.release_files();
+        }
     }
 
     fn compact_locked(
@@ -670,7 +686,7 @@ impl<W: Wal> Shard<W> {
         let finished = writer.finish()?;
         manifest::sync_dir(&self.dir)?;
         let index = factory.load(&self.dir.join(index_file_name(run_id)), &finished.identity)?;
-        let run = Arc::new(Run::open(&self.dir, run_id, index)?);
+        let run = Arc::new(Run::open(&self.dir, run_id, index, &indexes.files)?);
         let report = CompactionReport {
             bytes_in,
             bytes_out: run.file_len(),

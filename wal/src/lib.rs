@@ -45,7 +45,40 @@ fn segment_id_from_name(name: &str) -> Option<SegmentId> {
 struct Segment {
     id: SegmentId,
     path: PathBuf,
-    file: File,
+    /// The open descriptor; `None` once released while fully synced (see
+    /// [`Wal::release_files`]), reopened by the next use.
+    file: Mutex<Option<Arc<File>>>,
+}
+
+impl Segment {
+    fn new(id: SegmentId, path: PathBuf, file: File) -> Segment {
+        Segment {
+            id,
+            path,
+            file: Mutex::new(Some(Arc::new(file))),
+        }
+    }
+
+    /// The segment's descriptor, reopened (read and write) if it was released.
+    fn file(&self) -> Result<Arc<File>> {
+        let mut slot = self.file.lock();
+        if let Some(f) = &*slot {
+            return Ok(f.clone());
+        }
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("opening", &self.path, e))?;
+        let f = Arc::new(f);
+        *slot = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Closes the descriptor (the caller knows every write to it is synced).
+    fn release(&self) -> bool {
+        self.file.lock().take().is_some()
+    }
 }
 
 struct Writer {
@@ -82,7 +115,7 @@ fn create_segment(dir: &Path, id: SegmentId) -> Result<Segment> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(Segment { id, path, file })
+    Ok(Segment::new(id, path, file))
 }
 
 /// The segment ids in `dir`, ascending. Segments below `floor` are already compacted into
@@ -167,7 +200,7 @@ fn recover_segment(
             dropped_bytes: len - end,
         });
     }
-    Ok((Segment { id, path, file }, end, bytes_read))
+    Ok((Segment::new(id, path, file), end, bytes_read))
 }
 
 /// Checks the values of `batch` (the newest segment's last whole batch) against their
@@ -315,7 +348,7 @@ impl Writer {
         if self.buf.len() + value.len() > WAL_WRITE_BUFFER_BYTES {
             flush(&self.seg, &mut self.buf, write_at)?;
             self.seg
-                .file
+                .file()?
                 .write_all_at(value, *write_at)
                 .map_err(|e| Error::io("writing", &self.seg.path, e))?;
             *write_at += value.len() as u64;
@@ -445,7 +478,7 @@ impl Wal for FileWal {
             let w = self.writer.lock();
             (w.seg.clone(), w.len)
         };
-        if let Err(e) = seg.file.sync_data() {
+        if let Err(e) = seg.file()?.sync_data() {
             let e = Error::io("syncing", &seg.path, e);
             let mut w = self.writer.lock();
             return Err(self.fail(&mut w, e));
@@ -457,7 +490,7 @@ impl Wal for FileWal {
     fn rotate(&self) -> Result<SegmentId> {
         let mut w = self.writer.lock();
         w.check_usable("rotating")?;
-        if let Err(e) = w.seg.file.sync_data() {
+        if let Err(e) = w.seg.file()?.sync_data() {
             let e = Error::io("syncing", &w.seg.path, e);
             return Err(self.fail(&mut w, e));
         }
@@ -479,7 +512,7 @@ impl Wal for FileWal {
     fn read_value(&self, pos: WalPos) -> Result<Vec<u8>> {
         let seg = self.segment(pos.segment)?;
         let mut buf = vec![0u8; pos.value_len as usize + VALUE_CHECKSUM_BYTES];
-        seg.file
+        seg.file()?
             .read_exact_at(&mut buf, pos.value_offset)
             .map_err(|e| Error::io("reading", &seg.path, e))?;
         let (value, sum) = buf.split_at(pos.value_len as usize);
@@ -504,7 +537,7 @@ impl Wal for FileWal {
         let mut left = pos.value_len as usize;
         while left > 0 {
             let n = left.min(chunk.len());
-            seg.file
+            seg.file()?
                 .read_exact_at(&mut chunk[..n], at)
                 .map_err(|e| Error::io("reading", &seg.path, e))?;
             hash.update(&chunk[..n]);
@@ -513,7 +546,7 @@ impl Wal for FileWal {
             left -= n;
         }
         let mut sum = [0u8; VALUE_CHECKSUM_BYTES];
-        seg.file
+        seg.file()?
             .read_exact_at(&mut sum, at)
             .map_err(|e| Error::io("reading", &seg.path, e))?;
         let expected = u64::from_le_bytes(sum);
@@ -522,6 +555,27 @@ impl Wal for FileWal {
             return Err(Self::value_error(&seg, pos, expected, actual));
         }
         Ok(())
+    }
+
+    fn release_files(&self) -> usize {
+        // Lock order as in `sync`: `synced` is read before `writer` is taken, never inside it.
+        let synced = *self.synced.lock();
+        let w = self.writer.lock();
+        if w.failed.is_some() {
+            return 0; // keep the descriptor the failure was reported on until reopen
+        }
+        self.segments
+            .read()
+            .values()
+            // Frozen segments were synced when they were rotated out; a new segment's header
+            // was synced when it was made.
+            .filter(|s| {
+                s.id != w.seg.id
+                    || synced >= (w.seg.id, w.len)
+                    || w.len == SEGMENT_HEADER_BYTES as u64
+            })
+            .filter(|s| s.release())
+            .count()
     }
 
     fn remove_segment(&self, segment: SegmentId) -> Result<()> {
@@ -548,7 +602,7 @@ impl Wal for FileWal {
                 if s.id == active_id {
                     active_len
                 } else {
-                    s.file.metadata().map(|m| m.len()).unwrap_or(0)
+                    std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)
                 }
             })
             .sum();
@@ -564,7 +618,7 @@ fn flush(seg: &Segment, buf: &mut Vec<u8>, write_at: &mut u64) -> Result<()> {
     if buf.is_empty() {
         return Ok(());
     }
-    seg.file
+    seg.file()?
         .write_all_at(buf, *write_at)
         .map_err(|e| Error::io("writing", &seg.path, e))?;
     *write_at += buf.len() as u64;

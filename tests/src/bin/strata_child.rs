@@ -5,6 +5,10 @@
 //! - `strata_child crash-writer DIR FIRST_BATCH`: writes batches from FIRST_BATCH on, forever,
 //!   into DIR with tiny compaction thresholds; prints `synced N` after each sync that covers
 //!   batch N, and `compaction_start` / `compaction_end` as compactions run. Meant to be killed.
+//! - `strata_child many-shards DIR KEYS MAX_OPEN_FILES`: opens the range-width-1 database in DIR
+//!   (made by `tests/tests/open_files.rs`), reads keys `0..KEYS`, writes and compacts 50 more
+//!   shards, reads everything again, and prints `ok FDS` with the descriptors it held at the
+//!   end. Run under `ulimit -n`.
 //! - `strata_child fsync-fail DIR TRIGGER buffered|per-batch`: run under the fsync-failing
 //!   shim (`tests/shim/fail_fdatasync.c`); puts `k1`, syncs, arms the shim by creating TRIGGER,
 //!   then puts `k2`, syncs twice, puts `k3` and closes, printing `STEP ok` or
@@ -66,6 +70,11 @@ fn main() {
                 }
             }
         }
+        Some("many-shards") => many_shards(
+            Path::new(&args[2]),
+            args[3].parse().expect("KEYS"),
+            args[4].parse().expect("MAX_OPEN_FILES"),
+        ),
         Some("fsync-fail") => fsync_fail(Path::new(&args[2]), Path::new(&args[3]), &args[4]),
         _ => {
             eprintln!("usage: strata_child ingest DIR BLOCKS | crash-writer DIR FIRST_BATCH | fsync-fail DIR TRIGGER MODE");
@@ -98,4 +107,28 @@ fn fsync_fail(dir: &Path, trigger: &Path, mode: &str) {
     report("sync-3", db.sync());
     report("put-k3", db.put(b"k3", b"v3"));
     report("close", db.close());
+}
+
+fn many_shards(dir: &Path, keys: u64, max_open_files: usize) {
+    let mut o = strata_tests::options(strata::Sharding::Range { width: 1 });
+    o.max_open_files = max_open_files;
+    let db = Db::open(dir, o).expect("open");
+    let check = |db: &Db, n: u64| {
+        for i in 0..n {
+            let got = db.get(&i.to_be_bytes()).expect("get");
+            assert_eq!(got, Some(format!("value {i}").into_bytes()), "key {i}");
+        }
+        let scanned = db.prefix(b"").expect("scan").count() as u64;
+        assert_eq!(scanned, n);
+    };
+    check(&db, keys);
+    for i in keys..keys + 50 {
+        db.put(&i.to_be_bytes(), format!("value {i}").as_bytes())
+            .expect("put");
+    }
+    db.compact_all().expect("compact");
+    check(&db, keys + 50);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    db.close().expect("close");
+    println!("ok {fds}");
 }

@@ -1,0 +1,110 @@
+//! A bounded cache of open files ([`Options::max_open_files`](crate::Options)): run files are
+//! read with `pread` through it, so a database of thousands of shards holds at most that many
+//! descriptors for them, whatever its size. Files are opened on demand and the least recently
+//! used one is closed when the cache is full. Only immutable files (runs) go through it: a
+//! file with unsynced writes is never closed and reopened, because a new descriptor would not
+//! see a writeback error reported before it was opened.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The cache. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct FileCache {
+    capacity: usize,
+    inner: Mutex<Lru>,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    files: HashMap<PathBuf, (Arc<File>, u64)>,
+    tick: u64,
+    opened: u64,
+}
+
+impl FileCache {
+    /// A cache that keeps at most `capacity` files open (at least 1).
+    pub fn new(capacity: usize) -> FileCache {
+        FileCache {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Lru::default()),
+        }
+    }
+
+    /// The open file at `path` (opened read-only if the cache does not hold it). A caller may
+    /// keep the `Arc` for one operation; the descriptor closes when the cache has evicted it
+    /// and the last such `Arc` is gone.
+    pub fn get(&self, path: &Path) -> Result<Arc<File>> {
+        let mut lru = self.inner.lock();
+        lru.tick += 1;
+        let tick = lru.tick;
+        if let Some((file, used)) = lru.files.get_mut(path) {
+            *used = tick;
+            return Ok(file.clone());
+        }
+        if lru.files.len() >= self.capacity {
+            let oldest = lru
+                .files
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(p, _)| p.clone());
+            if let Some(p) = oldest {
+                lru.files.remove(&p);
+            }
+        }
+        let file = Arc::new(File::open(path).map_err(|e| Error::io("opening", path, e))?);
+        lru.opened += 1;
+        lru.files.insert(path.to_path_buf(), (file.clone(), tick));
+        Ok(file)
+    }
+
+    /// Closes the file at `path`, if open (before it is deleted).
+    pub fn forget(&self, path: &Path) {
+        self.inner.lock().files.remove(path);
+    }
+
+    /// Files open in the cache now.
+    pub fn open_files(&self) -> usize {
+        self.inner.lock().files.len()
+    }
+
+    /// Files opened since the cache was made (misses).
+    pub fn opened(&self) -> u64 {
+        self.inner.lock().opened
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_holds_at_most_its_capacity_and_evicts_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for p in &paths {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let cache = FileCache::new(2);
+        cache.get(&paths[0]).unwrap();
+        cache.get(&paths[1]).unwrap();
+        cache.get(&paths[0]).unwrap(); // 1 is now the least recently used
+        cache.get(&paths[2]).unwrap();
+        assert_eq!(cache.open_files(), 2);
+        assert_eq!(cache.opened(), 3);
+        cache.get(&paths[0]).unwrap(); // still open: no new open
+        assert_eq!(cache.opened(), 3);
+        cache.get(&paths[1]).unwrap(); // was evicted: opened again
+        assert_eq!(cache.opened(), 4);
+        cache.forget(&paths[1]);
+        assert_eq!(cache.open_files(), 1);
+        let e = cache.get(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+    }
+}
