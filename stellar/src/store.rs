@@ -265,8 +265,11 @@ impl LedgerStore {
             Ok(r) => r,
             Err(e) => {
                 // Best effort: the keys are invisible either way, and the next import deletes
-                // whatever is left.
-                let _ = self.delete_range(&data_prefix(generation, None));
+                // whatever is left. Compacting now gives their space back at once instead of
+                // leaving a failed import's bytes (and tombstones) on disk.
+                if self.delete_range(&data_prefix(generation, None)).is_ok() {
+                    let _ = self.db.compact_all();
+                }
                 return Err(e);
             }
         };

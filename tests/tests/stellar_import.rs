@@ -266,3 +266,33 @@ fn damaged_buckets_fail_naming_bucket_and_offset_and_change_nothing_visible() {
         .unwrap();
     check_against(&store, &reference(&archive, &latest.slots()));
 }
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    strata_tests::snapshot_dir(dir)
+        .values()
+        .map(|b| b.len() as u64)
+        .sum()
+}
+
+#[test]
+fn a_failed_import_leaves_no_residue_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let buckets = tempfile::tempdir().unwrap();
+    let sources = strata_stellar::store::synthetic::write_buckets(buckets.path(), 20_000).unwrap();
+    let mut store = LedgerStore::open(dir.path().join("store")).unwrap();
+    store.import_buckets(1, &sources).unwrap();
+    let before = disk_bytes(dir.path());
+    let state = store.state().cloned();
+    // The older (larger) bucket is read to its end, every entry written, then its hash fails.
+    let mut bad = sources.clone();
+    bad[1].expected = Some([7; 32]);
+    assert!(store.import_buckets(2, &bad).is_err());
+    assert_eq!(store.state().cloned(), state);
+    let after = disk_bytes(dir.path());
+    assert!(
+        after <= before + before / 10,
+        "a failed import grew the store from {before} to {after} bytes"
+    );
+    store.close().unwrap();
+}
