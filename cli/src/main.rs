@@ -288,15 +288,27 @@ fn main() {
                 Some(p) => db.prefix(&enc.decode(p)?)?,
                 None => db.range::<&[u8], _>(..)?,
             };
-            for item in scan.take(limit as usize) {
+            let mut scan = scan.peekable();
+            for item in scan.by_ref().take(limit as usize) {
                 let (k, v) = item?;
                 println!("{}\t{}", show(&k), show(&v));
+            }
+            if scan.peek().is_some() {
+                eprintln!("strata: stopped after {limit} entries (--limit); more follow");
             }
             Ok(db.close()?)
         })(),
         Command::Verify { dir } => verify(&dir),
     };
     if let Err(e) = result {
+        // A reader that went away (`strata scan ... | head`) is not a failure.
+        let broken_pipe =
+            std::iter::successors(Some(&*e as &dyn std::error::Error), |e| e.source())
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+        if broken_pipe {
+            return;
+        }
         eprintln!("strata: {e}");
         std::process::exit(1);
     }
@@ -307,6 +319,9 @@ struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
     last_line: u64,
+    /// Each phase's own total (a phase not listed counts up to `total`).
+    phase_totals: Vec<(&'static str, u64)>,
+    phase: String,
 }
 
 impl Progress {
@@ -326,10 +341,27 @@ impl Progress {
             bar,
             total,
             last_line: 0,
+            phase_totals: Vec::new(),
+            phase: String::new(),
         }
     }
 
+    /// Gives `phase` its own total.
+    fn with_phase(mut self, phase: &'static str, total: u64) -> Progress {
+        self.phase_totals.push((phase, total));
+        self
+    }
+
     fn update(&mut self, phase: &str, done: u64, quiet: bool) {
+        if phase != self.phase {
+            self.phase = phase.to_string();
+            self.last_line = 0;
+            let total = self.phase_totals.iter().find(|(p, _)| *p == phase);
+            self.total = total.map_or(self.total, |(_, t)| *t);
+            if let Some(b) = &self.bar {
+                b.set_length(self.total);
+            }
+        }
         match &self.bar {
             Some(b) => {
                 b.set_message(phase.to_string());
@@ -464,7 +496,9 @@ fn bench_state(a: StateArgs) -> CliResult {
         ..StateParams::default()
     };
     let quiet = a.common.json;
-    let mut progress = Progress::new(a.keys, quiet);
+    let mut progress = Progress::new(a.keys, quiet)
+        .with_phase("hits", a.lookups)
+        .with_phase("misses", a.lookups);
     let r = state(&dir, &params, &mut |phase, n| {
         progress.update(phase, n, quiet)
     })?;
