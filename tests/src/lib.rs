@@ -113,3 +113,10 @@ pub fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let out = f();
     (out, PEAK.load(Ordering::Relaxed) - base)
 }
+
+/// The value the I/O-error campaign's workload writes under key `k`.
+pub fn fault_value(k: u64) -> Vec<u8> {
+    format!("value {k} ")
+        .repeat(1 + (k % 5) as usize)
+        .into_bytes()
+}

@@ -9,6 +9,10 @@
 //!   (made by `tests/tests/open_files.rs`), reads keys `0..KEYS`, writes and compacts 50 more
 //!   shards, reads everything again, and prints `ok FDS` with the descriptors it held at the
 //!   end. Run under `ulimit -n`.
+//! - `strata_child fault-workload DIR`: the I/O-error campaign's workload
+//!   (`tests/tests/io_faults.rs`, run under `tests/shim/faults.c`): writes, syncs and
+//!   compactions over three range shards, printing `synced R` after each acknowledged sync and
+//!   `error ...` (then stopping) at the first error.
 //! - `strata_child fsync-fail DIR TRIGGER buffered|per-batch`: run under the fsync-failing
 //!   shim (`tests/shim/fail_fdatasync.c`); puts `k1`, syncs, arms the shim by creating TRIGGER,
 //!   then puts `k2`, syncs twice, puts `k3` and closes, printing `STEP ok` or
@@ -75,6 +79,7 @@ fn main() {
             args[3].parse().expect("KEYS"),
             args[4].parse().expect("MAX_OPEN_FILES"),
         ),
+        Some("fault-workload") => fault_workload(Path::new(&args[2])),
         Some("fsync-fail") => fsync_fail(Path::new(&args[2]), Path::new(&args[3]), &args[4]),
         _ => {
             eprintln!("usage: strata_child ingest DIR BLOCKS | crash-writer DIR FIRST_BATCH | fsync-fail DIR TRIGGER MODE");
@@ -131,4 +136,38 @@ fn many_shards(dir: &Path, keys: u64, max_open_files: usize) {
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     db.close().expect("close");
     println!("ok {fds}");
+}
+
+fn fault_workload(dir: &Path) {
+    let mut o = strata_tests::options(strata::Sharding::Range { width: 100 });
+    o.compaction.auto = false;
+    let db = match Db::open(dir, o) {
+        Ok(db) => db,
+        Err(e) => return println!("error opening: {e}"),
+    };
+    let run = || -> strata::Result<()> {
+        for round in 0..3u64 {
+            for i in 0..30u64 {
+                let k = round * 100 + i;
+                db.put(&k.to_be_bytes(), &strata_tests::fault_value(k))?;
+            }
+            db.sync()?;
+            println!("synced {round}");
+            if round == 1 {
+                db.compact_all()?;
+            }
+        }
+        db.delete(&5u64.to_be_bytes())?;
+        db.put(&6u64.to_be_bytes(), b"six again")?;
+        db.sync()?;
+        println!("synced 3");
+        db.compact_all()
+    };
+    if let Err(e) = run() {
+        return println!("error: {e}");
+    }
+    match db.close() {
+        Ok(()) => println!("closed"),
+        Err(e) => println!("error closing: {e}"),
+    }
 }
