@@ -163,6 +163,7 @@ pub(crate) fn load_shard(
             ),
         ));
     }
+    check_manifest_fields(&manifest, &path)?;
     let mut runs = Vec::with_capacity(manifest.runs.len());
     let mut kinds = BTreeMap::new();
     for meta in &manifest.runs {
@@ -817,6 +818,25 @@ impl<W: Wal> Shard<W> {
         }
         s
     }
+}
+
+/// Checks what a checksum cannot: fields that would make compaction overwrite a live run (a
+/// next run id at or below one in use) or sequence numbers overflow.
+fn check_manifest_fields(manifest: &ShardManifest, path: &Path) -> Result<()> {
+    let bad = |detail: String| Err(Error::corrupt(path, 0, "shard manifest", detail));
+    if let Some(run) = manifest.runs.iter().find(|r| r.id >= manifest.next_run_id) {
+        return bad(format!(
+            "names run {} but its next run id is {}",
+            run.id, manifest.next_run_id
+        ));
+    }
+    if manifest.last_seq >= u64::MAX / 2 {
+        return bad(format!(
+            "last sequence number {} is beyond any a database reaches",
+            manifest.last_seq
+        ));
+    }
+    Ok(())
 }
 
 /// The manifest after a compaction that merged the newest `merged_runs` runs (and the WAL

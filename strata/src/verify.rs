@@ -72,7 +72,9 @@ fn check_file(report: &mut VerifyReport, path: &Path, name: &str) {
                 file: path.into(),
                 offset: Some(0),
                 detail: "empty file".into(),
-                damage: kind != Some(FileKind::Temporary),
+                // Open removes an empty temporary file and rewrites an empty WAL segment's
+                // header (a crash between creating and syncing it).
+                damage: !matches!(kind, Some(FileKind::Temporary | FileKind::WalSegment(_))),
             });
             return;
         }
@@ -180,6 +182,52 @@ pub fn verify(dir: &Path) -> std::io::Result<VerifyReport> {
                 .unwrap_or_default();
             check_file(&mut report, &file, &name);
         }
+        check_manifest_names(&mut report, &shard);
     }
     Ok(report)
+}
+
+/// A shard whose manifest is missing, or names a run whose file is missing, does not open.
+fn check_manifest_names(report: &mut VerifyReport, shard: &Path) {
+    let is_shard = shard
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(format::parse_file_name);
+    if !matches!(is_shard, Some(FileKind::ShardDir(_))) {
+        return;
+    }
+    let path = shard.join(format::SHARD_MANIFEST_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        let holds_data = std::fs::read_dir(shard).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let kind = e.file_name().to_str().and_then(format::parse_file_name);
+                kind != Some(FileKind::Temporary)
+            })
+        });
+        report.findings.push(Finding {
+            file: path,
+            offset: None,
+            detail: if holds_data {
+                "the shard has no manifest but holds data: open refuses it".into()
+            } else {
+                "a half-made shard folder with no manifest and no data (removed at open)".into()
+            },
+            damage: holds_data,
+        });
+        return;
+    };
+    let Ok(manifest) = format::check_shard_manifest_bytes(&bytes, &path) else {
+        return; // reported by check_file
+    };
+    for run in &manifest.runs {
+        let file = shard.join(format::run_file_name(run.id));
+        if !file.exists() {
+            report.findings.push(Finding {
+                file,
+                offset: None,
+                detail: format!("the manifest names run {}, whose file is missing", run.id),
+                damage: true,
+            });
+        }
+    }
 }

@@ -88,3 +88,28 @@ fn verify_names_each_damaged_file() {
         );
     }
 }
+
+#[test]
+fn verify_finds_a_run_the_manifest_names_but_the_shard_lacks_and_a_missing_manifest() {
+    let dir = build(IndexPolicy::Always(INMEM_KIND));
+    let run = files(dir.path(), ".run")[0].clone();
+    std::fs::remove_file(&run).unwrap();
+    let report = strata::verify::verify(dir.path()).unwrap();
+    assert!(report.damaged(), "{:?}", report.findings);
+    assert!(report.findings.iter().any(|f| f.file == run && f.damage));
+
+    let dir = build(IndexPolicy::Always(INMEM_KIND));
+    let manifest = files(dir.path(), "MANIFEST")[0].clone();
+    std::fs::remove_file(&manifest).unwrap();
+    let report = strata::verify::verify(dir.path()).unwrap();
+    assert!(report
+        .findings
+        .iter()
+        .any(|f| f.file == manifest && f.damage));
+    let e = Db::open(
+        dir.path(),
+        strata_tests::options(Sharding::Hash { shards: 2 }),
+    )
+    .unwrap_err();
+    assert!(matches!(e, strata::Error::Corrupt { .. }), "{e}");
+}

@@ -340,3 +340,29 @@ fn a_damaged_value_in_the_newest_batch_is_a_torn_tail_and_the_shard_lives_on() {
     assert_eq!(db.get(b"k3").unwrap(), Some(b"v3".to_vec()));
     db.close().unwrap();
 }
+
+/// A crash between creating a segment and syncing its header can leave it empty. Open writes
+/// the header again, so the next acknowledged write is readable after every later open.
+#[test]
+fn an_empty_newest_segment_gets_its_header_back_and_later_writes_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = strata_tests::options(strata::Sharding::Single);
+    let db = strata::Db::open(dir.path(), options.clone()).unwrap();
+    db.put(b"a", b"1").unwrap();
+    db.close().unwrap();
+    let segment = dir
+        .path()
+        .join("shard-0000000000000000")
+        .join(segment_file_name(SegmentId(1)));
+    std::fs::write(&segment, b"").unwrap();
+    let report = strata::verify::verify(dir.path()).unwrap();
+    assert!(!report.damaged(), "{:?}", report.findings);
+    let db = strata::Db::open(dir.path(), options.clone()).unwrap();
+    db.put(b"c", b"3").unwrap();
+    db.close().unwrap();
+    let db = strata::Db::open(dir.path(), options).unwrap();
+    assert_eq!(db.get(b"c").unwrap(), Some(b"3".to_vec()));
+    db.close().unwrap();
+    let report = strata::verify::verify(dir.path()).unwrap();
+    assert!(!report.damaged(), "{:?}", report.findings);
+}

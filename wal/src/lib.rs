@@ -129,6 +129,20 @@ fn list_segments(dir: &Path, floor: SegmentId, events: &dyn EventSink) -> Result
         }
     }
     ids.sort();
+    // Compaction makes the active segment (numbered at the floor or above) before it moves the
+    // floor, so segments exist only below a floor that a damaged manifest put too high: refuse
+    // rather than delete live segments as compacted ones.
+    if let Some(newest) = ids.last().filter(|newest| **newest < floor) {
+        return Err(Error::corrupt(
+            dir,
+            0,
+            "shard manifest",
+            format!(
+                "its WAL floor {} is above the newest WAL segment {}; refusing to delete them",
+                floor.0, newest.0
+            ),
+        ));
+    }
     for id in ids.iter().filter(|id| **id < floor) {
         let path = dir.join(segment_file_name(*id));
         std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
@@ -192,7 +206,10 @@ fn recover_segment(
         None => held.iter().try_for_each(&mut apply)?,
         Some(batch_start) => end = end.min(batch_start),
     }
-    if end < len {
+    // A segment shorter than its header (a crash between its creation and its header's sync,
+    // even at 0 bytes) gets its header written again, or the next append would land behind
+    // zeros where the header belongs.
+    if end < len || len < SEGMENT_HEADER_BYTES as u64 {
         truncate_tail(&file, &path, id, end)?;
         events.event(&Event::WalTailTruncated {
             file: path.clone(),
