@@ -19,8 +19,8 @@ pub use crate::layout::{
     tmp_name, FileKind, DB_FILE, LOCK_FILE, SHARD_MANIFEST_FILE, TMP_SUFFIX,
 };
 pub use crate::manifest::{
-    check_db_meta_bytes, check_shard_manifest_bytes, DbMeta, RunMeta, ShardManifest, DB_MAGIC,
-    MANIFEST_HEAD_BYTES, MANIFEST_VERSION, SHARD_MAGIC,
+    check_db_meta_bytes, check_shard_manifest_bytes, encode_shard_manifest, DbMeta, RunMeta,
+    ShardManifest, DB_MAGIC, MANIFEST_HEAD_BYTES, MANIFEST_VERSION, SHARD_MAGIC,
 };
 pub use crate::run::{
     check_run_bytes, RECORD_CHECKSUM_BYTES as RUN_RECORD_CHECKSUM_BYTES,

@@ -137,6 +137,11 @@ pub fn decode<T: bincode::Decode<()>>(
     Ok(value)
 }
 
+/// The bytes of a shard manifest file (for tools that rewrite one, and tests).
+pub fn encode_shard_manifest(manifest: &ShardManifest) -> Vec<u8> {
+    encode(SHARD_MAGIC, manifest)
+}
+
 /// Checks the bytes of a database identity file (`STRATA`).
 pub fn check_db_meta_bytes(bytes: &[u8], path: &Path) -> Result<DbMeta> {
     decode(DB_MAGIC, bytes, path, "database identity file")

@@ -172,3 +172,30 @@ fn damaged_run_footer_is_refused_untouched() {
     assert!(matches!(&e, Error::ChecksumMismatch { .. }), "{e}");
     assert_eq!(e.file(), Some(run.as_path()));
 }
+
+/// A manifest whose checksum holds but whose fields would make strata overwrite a live run,
+/// delete live WAL segments as compacted, or overflow sequence numbers.
+#[test]
+fn manifest_fields_a_checksum_cannot_vouch_for_are_refused_untouched() {
+    use strata_engine::format::{check_shard_manifest_bytes, encode_shard_manifest};
+    type Change = fn(&mut strata_engine::format::ShardManifest);
+    let changes: [(&str, Change); 3] = [
+        ("next run id of a live run", |m| {
+            m.next_run_id = m.runs[0].id
+        }),
+        ("sequence numbers about to overflow", |m| {
+            m.last_seq = u64::MAX
+        }),
+        ("WAL floor above every segment", |m| m.wal_floor += 10),
+    ];
+    for (what, change) in changes {
+        let dir = tempfile::tempdir().unwrap();
+        populated(dir.path());
+        let path = dir.path().join("shard-0000000000000000").join("MANIFEST");
+        let mut m = check_shard_manifest_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+        change(&mut m);
+        std::fs::write(&path, encode_shard_manifest(&m)).unwrap();
+        let e = open_fails_unchanged(dir.path(), options(Sharding::Single));
+        assert!(matches!(&e, Error::Corrupt { .. }), "{what}: {e}");
+    }
+}
