@@ -120,3 +120,62 @@ pub fn fault_value(k: u64) -> Vec<u8> {
         .repeat(1 + (k % 5) as usize)
         .into_bytes()
 }
+
+/// Builds the LD_PRELOAD shim `tests/shim/NAME` into `out` with the system C compiler.
+pub fn build_shim(name: &str, out: &Path) -> std::path::PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("shim")
+        .join(name);
+    let lib = out.join(format!("lib{}.so", name.trim_end_matches(".c")));
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) builds the shim");
+    assert!(status.success(), "building {}", source.display());
+    lib
+}
+
+/// What the database must hold after the run that printed `lines`.
+pub fn check_fault_workload(db_dir: &Path, lines: &[String], what: &str) {
+    if !db_dir.join("STRATA").exists() {
+        // The fault stopped the database from being created: nothing was acknowledged.
+        assert!(
+            !lines.iter().any(|l| l.starts_with("synced")),
+            "{what}: {lines:?}"
+        );
+        return;
+    }
+    let synced: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("synced ")?.parse().ok())
+        .collect();
+    let db = strata::Db::open(db_dir, options(strata::Sharding::Range { width: 100 }))
+        .unwrap_or_else(|e| {
+            panic!("{what}: the database does not open once the fault is gone: {e}")
+        });
+    for round in 0..3u64 {
+        for k in (round * 100)..(round * 100 + 30) {
+            let got = db.get(&k.to_be_bytes()).unwrap();
+            let rewritten = match k {
+                5 => Some(None),
+                6 => Some(Some(b"six again".to_vec())),
+                _ => None,
+            };
+            let first = Some(fault_value(k));
+            let durable = synced.contains(&round);
+            let ok = match (synced.contains(&3), rewritten) {
+                (true, Some(v)) => got == v,
+                (false, Some(v)) => got == v || got == first || (!durable && got.is_none()),
+                (_, None) if durable => got == first,
+                (_, None) => got.is_none() || got == first,
+            };
+            assert!(ok, "{what}: key {k} reads {got:?} after {lines:?}");
+        }
+    }
+    let keys = db.prefix(b"").unwrap().count();
+    assert!(keys <= 90, "{what}: {keys} keys, at most 90 were written");
+    db.close().unwrap();
+}

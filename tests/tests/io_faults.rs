@@ -5,29 +5,14 @@
 //! fault is gone the database must open, hold every acknowledged write with its exact value,
 //! and hold nothing that was never written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use strata::{Db, Sharding};
-use strata_tests::fault_value;
+use strata_tests::check_fault_workload;
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
 const EMFILE: i32 = 24;
-
-fn build_shim(out: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/faults.c");
-    let lib = out.join("libfaults.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&lib)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the fault shim");
-    assert!(status.success(), "building {}", source.display());
-    lib
-}
 
 /// Runs the workload with call `n` of `kind` failing with `errno`. Returns whether the fault
 /// fired, and the child's lines.
@@ -54,57 +39,14 @@ fn run(shim: &Path, scratch: &Path, kind: &str, n: u32, errno: i32) -> (bool, Ve
     (fired.exists(), stdout.lines().map(str::to_owned).collect())
 }
 
-/// What the database must hold after the run that printed `lines`.
-fn check(db_dir: &Path, lines: &[String], what: &str) {
-    if !db_dir.join("STRATA").exists() {
-        // The fault stopped the database from being created: nothing was acknowledged.
-        assert!(
-            !lines.iter().any(|l| l.starts_with("synced")),
-            "{what}: {lines:?}"
-        );
-        return;
-    }
-    let synced: Vec<u64> = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("synced ")?.parse().ok())
-        .collect();
-    let db = Db::open(
-        db_dir,
-        strata_tests::options(Sharding::Range { width: 100 }),
-    )
-    .unwrap_or_else(|e| panic!("{what}: the database does not open once the fault is gone: {e}"));
-    for round in 0..3u64 {
-        for k in (round * 100)..(round * 100 + 30) {
-            let got = db.get(&k.to_be_bytes()).unwrap();
-            let rewritten = match k {
-                5 => Some(None),
-                6 => Some(Some(b"six again".to_vec())),
-                _ => None,
-            };
-            let first = Some(fault_value(k));
-            let durable = synced.contains(&round);
-            let ok = match (synced.contains(&3), rewritten) {
-                (true, Some(v)) => got == v,
-                (false, Some(v)) => got == v || got == first || (!durable && got.is_none()),
-                (_, None) if durable => got == first,
-                (_, None) => got.is_none() || got == first,
-            };
-            assert!(ok, "{what}: key {k} reads {got:?} after {lines:?}");
-        }
-    }
-    let keys = db.prefix(b"").unwrap().count();
-    assert!(keys <= 90, "{what}: {keys} keys, at most 90 were written");
-    db.close().unwrap();
-}
-
 fn campaign(kind: &str, errno: i32) -> u32 {
     let scratch = tempfile::tempdir().unwrap();
-    let shim = build_shim(scratch.path());
+    let shim = strata_tests::build_shim("faults.c", scratch.path());
     let mut n = 1;
     loop {
         let (fired, lines) = run(&shim, scratch.path(), kind, n, errno);
         let what = format!("{kind} #{n} errno {errno}");
-        check(&scratch.path().join("db"), &lines, &what);
+        check_fault_workload(&scratch.path().join("db"), &lines, &what);
         if !fired {
             assert!(lines.iter().any(|l| l == "closed"), "{what}: {lines:?}");
             return n - 1;
