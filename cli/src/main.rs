@@ -86,6 +86,12 @@ enum Command {
         /// Database directory.
         dir: PathBuf,
     },
+    /// Rebuilds a damaged database from every intact record; keeps the damaged one beside it
+    /// (as DIR.damaged-<time>) and lists what was dropped.
+    Repair {
+        /// Database directory (not open elsewhere).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -299,6 +305,7 @@ fn main() {
             Ok(db.close()?)
         })(),
         Command::Verify { dir } => verify(&dir),
+        Command::Repair { dir } => repair(&dir),
     };
     if let Err(e) = result {
         // A reader that went away (`strata scan ... | head`) is not a failure.
@@ -582,6 +589,25 @@ fn stats(dir: &Path) -> CliResult {
         }
     }
     Ok(db.close()?)
+}
+
+fn repair(dir: &Path) -> CliResult {
+    let report = strata::repair::repair(dir)?;
+    for d in &report.dropped {
+        println!(
+            "DROPPED {} at offset {}: {}",
+            d.file.display(),
+            d.offset,
+            d.detail
+        );
+    }
+    println!(
+        "salvaged {} records into {}; the damaged database is kept at {}",
+        report.records,
+        dir.display(),
+        report.damaged_copy.display()
+    );
+    Ok(())
 }
 
 fn verify(dir: &Path) -> CliResult {

@@ -118,7 +118,7 @@ pub enum Error {
     #[error("invalid options: {0}")]
     InvalidOptions(String),
     /// A shard stopped accepting writes after a failed write, sync or compaction.
-    #[error("shard {shard} refuses writes after an earlier failure ({cause}); reopen the database to recover")]
+    #[error("shard {shard} refuses writes after an earlier failure ({cause}); reopen the database to recover (if a file is damaged, `strata repair DIR` salvages every intact record)")]
     Poisoned {
         /// The shard.
         shard: u64,

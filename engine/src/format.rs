@@ -65,6 +65,63 @@ pub const LAYOUTS: &[Layout] = &[
     crate::manifest::MANIFEST_LAYOUT,
 ];
 
+/// One record of a run, as [`for_each_run_record`] hands it over.
+#[derive(Copy, Clone, Debug)]
+pub struct RunRecord<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// Put or delete.
+    pub kind: crate::types::EntryKind,
+    /// The adapter tag.
+    pub tag: u8,
+    /// The value (empty for a delete), or `None` when the record fails its checksum.
+    pub value: Option<&'a [u8]>,
+    /// Offset of the record in the run file.
+    pub offset: u64,
+}
+
+/// Reads run `id` of the shard directory `dir` from its first record on and hands every record
+/// to `visit` in file order, for tools that salvage data (`strata repair`). Values are read
+/// whole, one at a time (each at most `MAX_VALUE_BYTES`). A record whose header is intact but
+/// whose checksum fails is handed over without its value and the read goes on (its lengths
+/// framed it); a header that fails its checks stops the read, since nothing after it can be
+/// framed. Returns how many records were read, and the error that stopped the read, if any.
+pub fn for_each_run_record(
+    dir: &Path,
+    id: u64,
+    visit: &mut dyn FnMut(RunRecord<'_>) -> Result<()>,
+) -> (u64, Result<()>) {
+    let mut count = 0;
+    let result = (|| -> Result<()> {
+        let mut stream = crate::run::RunStream::open(dir, id)?;
+        let mut value = Vec::new();
+        while stream.advance()? {
+            let meta = *stream.meta().expect("positioned");
+            let offset = stream.record_offset();
+            let key = stream.key().to_vec();
+            value.clear();
+            let intact = match stream.stream_value(&mut |c| {
+                value.extend_from_slice(c);
+                Ok(())
+            }) {
+                Ok(()) => true,
+                Err(Error::ChecksumMismatch { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            visit(RunRecord {
+                key: &key,
+                kind: meta.kind,
+                tag: meta.tag,
+                value: intact.then_some(value.as_slice()),
+                offset,
+            })?;
+            count += 1;
+        }
+        Ok(())
+    })();
+    (count, result)
+}
+
 /// Bytes of a frame's checksum (xxh3-64, little-endian), always the frame's last 8.
 pub const FRAME_CHECKSUM_BYTES: usize = 8;
 

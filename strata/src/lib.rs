@@ -20,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod repair;
 pub mod verify;
 
 use std::ops::RangeBounds;

@@ -16,6 +16,57 @@ pub use format::{
 };
 pub use walk::{check_segment_bytes, intact_header_after, Ending};
 
+/// One record found by [`salvage_segment`].
+#[derive(Copy, Clone, Debug)]
+pub struct SalvagedRecord<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// Put or delete.
+    pub kind: EntryKind,
+    /// The adapter tag.
+    pub tag: u8,
+    /// The value (empty for a delete), or `None` when it fails its checksum.
+    pub value: Option<&'a [u8]>,
+    /// Offset of the value in the segment file.
+    pub value_offset: u64,
+}
+
+/// Reads every record of the complete batches of the WAL segment file `path` and hands each to
+/// `visit` with its value checked, for tools that salvage a damaged database (`strata
+/// repair`). Values are read whole, one at a time. A record's header has its own checksum, so
+/// a damaged value is skipped precisely; a damaged header ends the read (nothing after it can be
+/// framed), as does the end of the file. Returns how the segment ended.
+pub fn salvage_segment(
+    path: &Path,
+    segment: SegmentId,
+    visit: &mut dyn FnMut(SalvagedRecord<'_>) -> Result<()>,
+) -> Result<Ending> {
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading metadata of", path, e))?
+        .len();
+    let src = FileAt { file: &file, len };
+    let mut value = Vec::new();
+    let walked = walk_segment(&src, path, segment, &mut |f| {
+        let pos = f.pos;
+        value.resize(pos.value_len as usize, 0);
+        let mut sum = [0u8; VALUE_CHECKSUM_BYTES];
+        let read = file
+            .read_exact_at(&mut value, pos.value_offset)
+            .and_then(|()| file.read_exact_at(&mut sum, pos.value_offset + pos.value_len as u64));
+        let intact = read.is_ok() && u64::from_le_bytes(sum) == checksum(&value);
+        visit(SalvagedRecord {
+            key: &f.key,
+            kind: f.header.kind,
+            tag: f.header.tag,
+            value: intact.then_some(value.as_slice()),
+            value_offset: pos.value_offset,
+        })
+    })?;
+    Ok(walked.ending)
+}
+
 /// WAL bytes per record besides its key and value: the record header and the value checksum.
 pub const RECORD_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + VALUE_CHECKSUM_BYTES;
 
