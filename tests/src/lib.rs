@@ -179,3 +179,115 @@ pub fn check_fault_workload(db_dir: &Path, lines: &[String], what: &str) {
     assert!(keys <= 90, "{what}: {keys} keys, at most 90 were written");
     db.close().unwrap();
 }
+
+/// One step of a seeded random workload for the crash campaigns.
+#[derive(Clone, Debug)]
+pub enum CrashOp {
+    /// Put a value under a key.
+    Put(u64, Vec<u8>),
+    /// Delete a key.
+    Delete(u64),
+    /// Puts (`Some`) and deletes (`None`) as one batch.
+    Batch(Vec<(u64, Option<Vec<u8>>)>),
+    /// `Db::sync`: everything before it is durable once it returns.
+    Sync,
+    /// `Db::compact_all`.
+    Compact,
+    /// Close (which syncs) and open again.
+    Reopen,
+}
+
+/// Keys of the random crash workloads: `0..CRASH_KEYS`, range shards of 10.
+pub const CRASH_KEYS: u64 = 40;
+
+/// The random workload of `seed`: whether every write is synced (`SyncPerBatch`), and its ops.
+pub fn crash_ops(seed: u64) -> (bool, Vec<CrashOp>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let per_batch = rng.random_bool(0.25);
+    let value = |rng: &mut rand::rngs::SmallRng, i: usize| {
+        let len = if rng.random_bool(0.2) {
+            rng.random_range(1024..3000)
+        } else {
+            rng.random_range(0..200)
+        };
+        let mut v = format!("seed {seed} op {i} ").into_bytes();
+        v.resize(len.max(v.len()), b'a' + (i % 26) as u8);
+        v
+    };
+    let ops = (0..120)
+        .map(|i| match rng.random_range(0..100) {
+            0..60 => CrashOp::Put(rng.random_range(0..CRASH_KEYS), value(&mut rng, i)),
+            60..75 => CrashOp::Delete(rng.random_range(0..CRASH_KEYS)),
+            75..85 => CrashOp::Batch(
+                (0..rng.random_range(2..6))
+                    .map(|j| {
+                        let k = rng.random_range(0..CRASH_KEYS);
+                        let v = rng.random_bool(0.8).then(|| value(&mut rng, i * 10 + j));
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            85..95 => CrashOp::Sync,
+            95..98 => CrashOp::Compact,
+            _ => CrashOp::Reopen,
+        })
+        .collect();
+    (per_batch, ops)
+}
+
+/// Checks the database in `db_dir` after a crash of the random workload of `seed`, whose
+/// child printed `lines` (`durable I`: every op up to I was acknowledged as durable). Each key
+/// must hold its value as of the last durable op, or one that an op after it wrote (the crash
+/// may come after those reached the disk); never anything else. The database must open.
+pub fn check_crash_ops(db_dir: &Path, seed: u64, lines: &[String], what: &str) {
+    use std::collections::BTreeMap;
+    if !db_dir.join("STRATA").exists() {
+        assert!(
+            !lines.iter().any(|l| l.starts_with("durable")),
+            "{what}: {lines:?}"
+        );
+        return;
+    }
+    let durable: Option<usize> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("durable ")?.parse().ok())
+        .max();
+    let (_, ops) = crash_ops(seed);
+    let mut model: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+    let mut later: BTreeMap<u64, Vec<Option<Vec<u8>>>> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let writes: Vec<(u64, Option<Vec<u8>>)> = match op {
+            CrashOp::Put(k, v) => vec![(*k, Some(v.clone()))],
+            CrashOp::Delete(k) => vec![(*k, None)],
+            CrashOp::Batch(b) => b.clone(),
+            _ => Vec::new(),
+        };
+        for (k, v) in writes {
+            if durable.is_some_and(|d| i <= d) {
+                model.insert(k, v);
+            } else {
+                later.entry(k).or_default().push(v);
+            }
+        }
+    }
+    let mut o = options(strata::Sharding::Range { width: 10 });
+    o.compaction.auto = false;
+    let db = strata::Db::open(db_dir, o)
+        .unwrap_or_else(|e| panic!("{what}: the database does not open after the crash: {e}"));
+    for k in 0..CRASH_KEYS {
+        let got = db.get(&k.to_be_bytes()).unwrap();
+        let durable_value = model.get(&k).cloned().flatten();
+        let ok = got == durable_value || later.get(&k).is_some_and(|vs| vs.contains(&got));
+        assert!(
+            ok,
+            "{what}: key {k} reads {:?}, durable {:?}, lines {lines:?}",
+            got.map(|v| v.len()),
+            durable_value.map(|v| v.len())
+        );
+    }
+    let all = db.prefix(b"").unwrap().count() as u64;
+    assert!(all <= CRASH_KEYS, "{what}: {all} keys");
+    db.check_invariants();
+    db.close().unwrap();
+}

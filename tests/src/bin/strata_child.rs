@@ -13,6 +13,9 @@
 //!   (`tests/tests/io_faults.rs`, run under `tests/shim/faults.c`): writes, syncs and
 //!   compactions over three range shards, printing `synced R` after each acknowledged sync and
 //!   `error ...` (then stopping) at the first error.
+//! - `strata_child random-workload DIR SEED`: the power-loss campaign's seeded random workload
+//!   (`strata_tests::crash_ops`), printing `durable I` once every op up to I is acknowledged as
+//!   durable, and `error ...` (then stopping) at the first error.
 //! - `strata_child fsync-fail DIR TRIGGER buffered|per-batch`: run under the fsync-failing
 //!   shim (`tests/shim/fail_fdatasync.c`); puts `k1`, syncs, arms the shim by creating TRIGGER,
 //!   then puts `k2`, syncs twice, puts `k3` and closes, printing `STEP ok` or
@@ -79,6 +82,9 @@ fn main() {
             args[3].parse().expect("KEYS"),
             args[4].parse().expect("MAX_OPEN_FILES"),
         ),
+        Some("random-workload") => {
+            random_workload(Path::new(&args[2]), args[3].parse().expect("SEED"))
+        }
         Some("fault-workload") => fault_workload(Path::new(&args[2])),
         Some("fsync-fail") => fsync_fail(Path::new(&args[2]), Path::new(&args[3]), &args[4]),
         _ => {
@@ -169,5 +175,58 @@ fn fault_workload(dir: &Path) {
     match db.close() {
         Ok(()) => println!("closed"),
         Err(e) => println!("error closing: {e}"),
+    }
+}
+
+fn random_workload(dir: &Path, seed: u64) {
+    use strata_tests::CrashOp;
+    let (per_batch, ops) = strata_tests::crash_ops(seed);
+    let mut o = strata_tests::options(strata::Sharding::Range { width: 10 });
+    o.compaction.auto = false;
+    if per_batch {
+        o.durability = strata::Durability::SyncPerBatch;
+    }
+    let mut db = Some(match Db::open(dir, o.clone()) {
+        Ok(db) => db,
+        Err(e) => return println!("error opening: {e}"),
+    });
+    for (i, op) in ops.iter().enumerate() {
+        let d = db.as_ref().expect("open");
+        let mut batch = strata::Batch::new();
+        let result = match op {
+            CrashOp::Put(k, v) => d.put(&k.to_be_bytes(), v).map(|()| per_batch),
+            CrashOp::Delete(k) => d.delete(&k.to_be_bytes()).map(|()| per_batch),
+            CrashOp::Batch(b) => {
+                for (k, v) in b {
+                    match v {
+                        Some(v) => batch.put(k.to_be_bytes().to_vec(), v.clone()),
+                        None => batch.delete(k.to_be_bytes().to_vec()),
+                    };
+                }
+                d.write_batch(&batch).map(|()| per_batch)
+            }
+            CrashOp::Sync => d.sync().map(|()| true),
+            CrashOp::Compact => d.compact_all().map(|()| false),
+            CrashOp::Reopen => db
+                .take()
+                .expect("open")
+                .close()
+                .and_then(|()| Db::open(dir, o.clone()))
+                .map(|reopened| {
+                    db = Some(reopened);
+                    true
+                }),
+        };
+        match result {
+            Ok(true) => println!("durable {i}"),
+            Ok(false) => {}
+            Err(e) => return println!("error: {e}"),
+        }
+    }
+    if let Some(d) = db {
+        match d.close() {
+            Ok(()) => println!("closed"),
+            Err(e) => println!("error closing: {e}"),
+        }
     }
 }
