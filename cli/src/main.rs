@@ -3,7 +3,7 @@
 
 mod cli_stellar;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -295,9 +295,11 @@ fn main() {
                 None => db.range::<&[u8], _>(..)?,
             };
             let mut scan = scan.peekable();
+            let mut out = std::io::stdout().lock();
             for item in scan.by_ref().take(limit as usize) {
                 let (k, v) = item?;
-                println!("{}\t{}", show(&k), show(&v));
+                // `writeln!`, not `println!`: a reader that goes away is an error, not a panic.
+                writeln!(out, "{}\t{}", show(&k), show(&v))?;
             }
             if scan.peek().is_some() {
                 eprintln!("strata: stopped after {limit} entries (--limit); more follow");
