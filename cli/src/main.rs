@@ -288,24 +288,7 @@ fn main() {
             prefix,
             limit,
             enc,
-        } => (|| -> CliResult {
-            let db = Db::open_existing(&dir)?;
-            let scan = match &prefix {
-                Some(p) => db.prefix(&enc.decode(p)?)?,
-                None => db.range::<&[u8], _>(..)?,
-            };
-            let mut scan = scan.peekable();
-            let mut out = std::io::stdout().lock();
-            for item in scan.by_ref().take(limit as usize) {
-                let (k, v) = item?;
-                // `writeln!`, not `println!`: a reader that goes away is an error, not a panic.
-                writeln!(out, "{}\t{}", show(&k), show(&v))?;
-            }
-            if scan.peek().is_some() {
-                eprintln!("strata: stopped after {limit} entries (--limit); more follow");
-            }
-            Ok(db.close()?)
-        })(),
+        } => scan(&dir, prefix.as_deref(), limit, &enc),
         Command::Verify { dir } => verify(&dir),
         Command::Repair { dir } => repair(&dir),
     };
@@ -589,6 +572,25 @@ fn stats(dir: &Path) -> CliResult {
                 r.id, r.entries, r.file_bytes, r.index, r.index_keys, r.index_bytes
             );
         }
+    }
+    Ok(db.close()?)
+}
+
+fn scan(dir: &Path, prefix: Option<&str>, limit: u64, enc: &Encoding) -> CliResult {
+    let db = Db::open_existing(dir)?;
+    let scan = match prefix {
+        Some(p) => db.prefix(&enc.decode(p)?)?,
+        None => db.range::<&[u8], _>(..)?,
+    };
+    let mut scan = scan.peekable();
+    let mut out = std::io::stdout().lock();
+    for item in scan.by_ref().take(limit as usize) {
+        let (k, v) = item?;
+        // `writeln!`, not `println!`: a reader that goes away is an error, not a panic.
+        writeln!(out, "{}\t{}", show(&k), show(&v))?;
+    }
+    if scan.peek().is_some() {
+        eprintln!("strata: stopped after {limit} entries (--limit); more follow");
     }
     Ok(db.close()?)
 }

@@ -534,21 +534,9 @@ impl<W: Wal> Shard<W> {
         gate: &StallGate,
         choose: &dyn Fn(&ShardShape) -> Option<Plan>,
     ) -> Result<CompactionReport> {
-        let Some(plan) = choose(&self.shape()) else {
+        let Some((frozen, runs, merged_runs)) = self.plan_inputs(gate, choose)? else {
             return Ok(CompactionReport::default());
         };
-        if plan.freeze_active {
-            let (wal, memory) = self.freeze()?;
-            gate.add(wal, memory);
-        }
-        let (frozen, runs) = {
-            let st = self.state.read();
-            (st.frozen.clone(), st.runs.clone())
-        };
-        let merged_runs = plan.runs.min(runs.len());
-        if frozen.is_empty() && merged_runs <= 1 {
-            return Ok(CompactionReport::default());
-        }
         let (inputs, older) = runs.split_at(merged_runs);
         let drop_tombstones = older.is_empty();
         let started = Instant::now();
@@ -571,14 +559,10 @@ impl<W: Wal> Shard<W> {
             bytes_in,
             indexes,
         );
-        let (new_run, mut report, kind_name) = match merged {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_file(self.dir.join(tmp_name(&run_file_name(run_id))));
-                let _ = std::fs::remove_file(self.dir.join(tmp_name(&index_file_name(run_id))));
-                return Err(e);
-            }
-        };
+        let (new_run, mut report, kind_name) = merged.inspect_err(|_| {
+            let _ = std::fs::remove_file(self.dir.join(tmp_name(&run_file_name(run_id))));
+            let _ = std::fs::remove_file(self.dir.join(tmp_name(&index_file_name(run_id))));
+        })?;
         // Every frozen segment up to the newest one merged is now in the run.
         let wal_floor = frozen
             .first()
@@ -606,6 +590,33 @@ impl<W: Wal> Shard<W> {
             duration: report.duration,
         });
         Ok(report)
+    }
+
+    /// What a compaction chosen by `choose` merges: the frozen memtables (after freezing the
+    /// active one if the plan says so) and the runs, of which the newest `merged_runs`; `None`
+    /// when there is nothing to do.
+    #[allow(clippy::type_complexity)]
+    fn plan_inputs(
+        &self,
+        gate: &StallGate,
+        choose: &dyn Fn(&ShardShape) -> Option<Plan>,
+    ) -> Result<Option<(Vec<Arc<Memtable>>, Vec<Arc<Run>>, usize)>> {
+        let Some(plan) = choose(&self.shape()) else {
+            return Ok(None);
+        };
+        if plan.freeze_active {
+            let (wal, memory) = self.freeze()?;
+            gate.add(wal, memory);
+        }
+        let (frozen, runs) = {
+            let st = self.state.read();
+            (st.frozen.clone(), st.runs.clone())
+        };
+        let merged_runs = plan.runs.min(runs.len());
+        if frozen.is_empty() && merged_runs <= 1 {
+            return Ok(None);
+        }
+        Ok(Some((frozen, runs, merged_runs)))
     }
 
     /// Makes a compaction's output visible to readers: the frozen memtables it merged leave,
