@@ -360,7 +360,7 @@ impl RunWriter {
     }
 
     /// Writes one whole record.
-    #[cfg(any(test, feature = "conformance"))]
+    #[cfg(feature = "conformance")]
     pub fn add(
         &mut self,
         key: &[u8],
@@ -380,7 +380,7 @@ impl RunWriter {
     }
 
     /// Bytes written so far.
-    #[cfg(any(test, feature = "conformance"))]
+    #[cfg(feature = "conformance")]
     pub fn bytes(&self) -> u64 {
         self.offset
     }
@@ -763,7 +763,7 @@ impl Run {
         &self.footer
     }
     /// Identity, as stored in its index.
-    #[cfg(any(test, feature = "conformance"))]
+    #[cfg(feature = "conformance")]
     pub fn identity(&self) -> RunIdentity {
         self.identity
     }
@@ -795,7 +795,7 @@ impl Run {
     }
 
     /// The newest version of `key` in this run, if present.
-    #[cfg(any(test, feature = "conformance"))]
+    #[cfg(feature = "conformance")]
     pub fn get(&self, key: &[u8]) -> Result<Option<RecordRef<'_>>> {
         if !self.index.may_contain(key) {
             return Ok(None);
