@@ -3,29 +3,15 @@
 //! process runs under an LD_PRELOAD shim (`tests/shim/fail_fdatasync.c`) that fails one
 //! fdatasync with EIO on request.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use strata::{Db, Sharding};
 
-fn build_shim(out: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/fail_fdatasync.c");
-    let lib = out.join("libfail_fdatasync.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&lib)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the fault shim");
-    assert!(status.success(), "building {}", source.display());
-    lib
-}
-
 /// Runs the child scenario under the shim; returns its `STEP RESULT` lines.
 fn run_child(mode: &str) -> (tempfile::TempDir, Vec<String>) {
     let scratch = tempfile::tempdir().unwrap();
-    let shim = build_shim(scratch.path());
+    let shim = strata_tests::build_shim("fail_fdatasync.c", scratch.path());
     let db = scratch.path().join("db");
     let trigger = scratch.path().join("fail-next-fsync");
     let out = Command::new(env!("CARGO_BIN_EXE_strata_child"))

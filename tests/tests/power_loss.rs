@@ -18,13 +18,15 @@ use strata_tests::check_fault_workload;
 
 const POWER_LOSS_EXIT: i32 = 86;
 
-/// Runs the workload with a power loss at call `n`; returns whether it came, and the lines.
-fn run(shim: &Path, scratch: &Path, n: u32) -> (bool, Vec<String>) {
+/// Runs the child's `workload` (with `args`) with a power loss at call `n`; returns whether it
+/// came, and the child's lines.
+fn run_child(shim: &Path, scratch: &Path, workload: &[String], n: u32) -> (bool, Vec<String>) {
     let db = scratch.join("db");
     let _ = std::fs::remove_dir_all(&db);
     let out = Command::new(env!("CARGO_BIN_EXE_strata_child"))
-        .arg("fault-workload")
+        .arg(&workload[0])
         .arg(&db)
+        .args(&workload[1..])
         .env("LD_PRELOAD", shim)
         .env("STRATA_CRASH_AT", n.to_string())
         .env("STRATA_CRASH_DIR", &db)
@@ -34,10 +36,23 @@ fn run(shim: &Path, scratch: &Path, n: u32) -> (bool, Vec<String>) {
     let lost_power = out.status.code() == Some(POWER_LOSS_EXIT);
     assert!(
         lost_power || out.status.success(),
-        "crash point {n}: the workload did not end cleanly\n{stdout}\n{}",
+        "{workload:?} crash point {n}: the workload did not end cleanly\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     (lost_power, stdout.lines().map(str::to_owned).collect())
+}
+
+fn run(shim: &Path, scratch: &Path, n: u32) -> (bool, Vec<String>) {
+    run_child(shim, scratch, &["fault-workload".into()], n)
+}
+
+fn run_random(shim: &Path, scratch: &Path, seed: u64, n: u32) -> (bool, Vec<String>) {
+    run_child(
+        shim,
+        scratch,
+        &["random-workload".into(), seed.to_string()],
+        n,
+    )
 }
 
 #[test]
@@ -69,29 +84,6 @@ fn a_power_loss_at_any_write_or_sync_loses_nothing_acknowledged() {
     }
     assert!(points > 50, "only {points} crash points");
     eprintln!("{points} power losses, each followed by a clean open and every acknowledged write");
-}
-
-/// Runs the random workload of `seed` with a power loss at call `n`.
-fn run_random(shim: &Path, scratch: &Path, seed: u64, n: u32) -> (bool, Vec<String>) {
-    let db = scratch.join("db");
-    let _ = std::fs::remove_dir_all(&db);
-    let out = Command::new(env!("CARGO_BIN_EXE_strata_child"))
-        .arg("random-workload")
-        .arg(&db)
-        .arg(seed.to_string())
-        .env("LD_PRELOAD", shim)
-        .env("STRATA_CRASH_AT", n.to_string())
-        .env("STRATA_CRASH_DIR", &db)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let lost_power = out.status.code() == Some(POWER_LOSS_EXIT);
-    assert!(
-        lost_power || out.status.success(),
-        "seed {seed} crash point {n}: the workload did not end cleanly\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (lost_power, stdout.lines().map(str::to_owned).collect())
 }
 
 /// Seeded random workloads (puts of up to 3 KB, deletes, batches, syncs, compactions, reopens,
