@@ -667,13 +667,16 @@ fn open_shards<W: Wal>(
             }
         }
     }
+    let removed = !half_made.is_empty();
     for path in half_made {
         std::fs::remove_dir_all(&path).map_err(|e| Error::io("removing", &path, e))?;
         options
             .events
             .event(&Event::StrayFileRemoved { file: path });
     }
-    manifest::sync_dir(dir)?;
+    if removed {
+        manifest::sync_dir(dir)?; // only when a removal has to be made durable
+    }
     let mut shards = BTreeMap::new();
     for l in loaded {
         let shard = Shard::open(l, options.events.clone())?;
