@@ -1,6 +1,7 @@
 //! The `strata` command-line tool: benchmarks with an RSS timeline, and tools to inspect,
 //! edit and verify a database.
 
+mod cli_history;
 mod cli_stellar;
 
 use std::io::{IsTerminal, Write};
@@ -34,6 +35,10 @@ enum Command {
     /// buckets with stellar-core's rules, check an archive's merges.
     #[command(subcommand)]
     Stellar(cli_stellar::Stellar),
+    /// A history node's block store: import era1 files, get blocks, list missing ranges, roll
+    /// back.
+    #[command(subcommand)]
+    History(cli_history::History),
     /// Memory, file and index figures of a database.
     Stats {
         /// Database directory.
@@ -250,6 +255,7 @@ fn main() {
         Command::Bench(Bench::State(args)) => bench_state(args),
         Command::Bench(Bench::Stellar(args)) => bench_stellar(args),
         Command::Stellar(command) => cli_stellar::run(command),
+        Command::History(command) => cli_history::run(command),
         Command::Stats { dir } => stats(&dir),
         Command::Get { dir, key, enc } => (|| -> CliResult {
             let db = Db::open_existing(&dir)?;

@@ -108,6 +108,15 @@ impl<W: Wal> Inner<W> {
             return Ok(CompactionReport::default());
         };
         let _one = self.one_compaction.lock();
+        self.compaction_locked(&s, choose)
+    }
+
+    /// [`Inner::run_compaction`] for a caller that holds `one_compaction`.
+    fn compaction_locked(
+        &self,
+        s: &Shard<W>,
+        choose: &dyn Fn(&ShardShape) -> Option<Plan>,
+    ) -> Result<CompactionReport> {
         let running = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         debug_assert_eq!(running, 1, "two compactions at once");
         let result = s.compact(&self.indexes, &self.gate, choose);
@@ -174,7 +183,7 @@ impl<W: Wal> Engine<W> {
         let existing = prepare_dir(&dir, &options)?;
         let lock = take_lock(&dir)?;
         if !existing {
-            let identity = manifest::encode(DB_MAGIC, &options.sharding.to_meta());
+            let identity = manifest::encode(DB_MAGIC, manifest::MANIFEST_VERSION, &options.sharding.to_meta());
             manifest::write_atomic(&dir.join(DB_FILE), &identity)?;
         }
         let indexes = Indexes {
@@ -332,6 +341,11 @@ impl<W: Wal> Engine<W> {
             }
             by_shard.entry(self.shard_of(op.key)).or_default().push(op);
         }
+        for id in by_shard.keys() {
+            if self.shard(*id).is_some_and(|s| s.is_sealed()) {
+                return Err(Error::Sealed { shard: id.0 });
+            }
+        }
         let auto = self.inner.compactor.get().is_some();
         if auto {
             self.pass_stall_gate(by_shard.keys().next().copied().unwrap_or_default());
@@ -345,7 +359,7 @@ impl<W: Wal> Engine<W> {
                     self.inner.gate.add(wal, memory);
                     self.inner.enqueue(id);
                 }
-                if let Sharding::Range { .. } = self.inner.options.sharding {
+                if self.completes_behind_writes() {
                     self.inner.note_range_progress(id);
                 }
             }
@@ -386,8 +400,7 @@ impl<W: Wal> Engine<W> {
         let shards: Vec<_> = self.inner.shards.read().values().cloned().collect();
         let highest = self.inner.highest_shard.load(Ordering::Relaxed);
         for s in shards {
-            let complete = matches!(self.inner.options.sharding, Sharding::Range { .. })
-                && s.id.0 + 2 <= highest;
+            let complete = self.completes_behind_writes() && s.id.0 + 2 <= highest;
             if complete {
                 s.mark_complete();
             }
@@ -483,6 +496,70 @@ impl<W: Wal> Engine<W> {
     pub fn compact(&self, shard: ShardId) -> Result<CompactionReport> {
         self.check_open()?;
         self.inner.run_compaction(shard, &crate::policy::full)
+    }
+
+    /// Seals `shard`: refuses writes to it from now on, compacts it whole into one run and
+    /// records in its manifest a SHA-256 digest of its contents in key order (see
+    /// [`crate::SealDigest`]), which `strata verify` checks. Sealing a sealed shard returns its
+    /// seal; sealing a shard that does not exist creates it empty. Writes to a sealed shard
+    /// fail with [`Error::Sealed`] until [`Engine::unseal`]. On an error the shard accepts
+    /// writes again (unless the error poisoned it).
+    pub fn seal(&self, shard: ShardId) -> Result<crate::manifest::ShardSeal> {
+        self.check_open()?;
+        let s = self.shard_or_create(shard)?;
+        let _one = self.inner.one_compaction.lock();
+        if let Some(seal) = s.seal() {
+            return Ok(seal);
+        }
+        s.refuse_writes();
+        let sealed = self.seal_locked(&s);
+        if sealed.is_err() {
+            s.accept_writes_unsealed();
+        }
+        sealed
+    }
+
+    fn seal_locked(&self, s: &Arc<Shard<W>>) -> Result<crate::manifest::ShardSeal> {
+        self.inner.compaction_locked(s, &crate::policy::full)?;
+        let mut digest = crate::manifest::SealDigest::new();
+        let scan = Scan::new(
+            vec![(s.view(), s.wal.clone())],
+            Bound::Unbounded,
+            Bound::Unbounded,
+        )?;
+        for item in scan {
+            let (key, value) = item?;
+            digest.add(&key, &value);
+        }
+        let seal = digest.finish();
+        s.record_seal(seal.clone())?;
+        self.inner.options.events.event(&Event::ShardSealed {
+            shard: s.id,
+            entries: seal.entries,
+        });
+        Ok(seal)
+    }
+
+    /// Removes the seal of `shard` (durably) so that it accepts writes again; a shard that is
+    /// not sealed, or does not exist, is left as it is.
+    pub fn unseal(&self, shard: ShardId) -> Result<()> {
+        self.check_open()?;
+        let Some(s) = self.shard(shard) else {
+            return Ok(());
+        };
+        let _one = self.inner.one_compaction.lock();
+        s.unseal()
+    }
+
+    /// The seal of `shard`, if it is sealed.
+    pub fn seal_of(&self, shard: ShardId) -> Option<crate::manifest::ShardSeal> {
+        self.shard(shard).and_then(|s| s.seal())
+    }
+
+    /// Whether range shards are marked complete once writes reach two shards above them.
+    fn completes_behind_writes(&self) -> bool {
+        matches!(self.inner.options.sharding, Sharding::Range { .. })
+            && self.inner.options.compaction.complete_behind_writes
     }
 
     /// Compacts every shard, one after another.

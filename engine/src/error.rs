@@ -125,6 +125,12 @@ pub enum Error {
         /// The first failure.
         cause: String,
     },
+    /// A write to a sealed shard (or one being sealed); unseal it first.
+    #[error("shard {shard} is sealed and refuses writes; unseal it (or roll back into it) first")]
+    Sealed {
+        /// The shard.
+        shard: u64,
+    },
     /// The database was closed.
     #[error("the database is closed")]
     Closed,

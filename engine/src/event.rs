@@ -55,6 +55,13 @@ pub enum Event {
         /// Wall time.
         duration: Duration,
     },
+    /// A shard was sealed: compacted whole, its digest recorded, writes refused.
+    ShardSealed {
+        /// The shard.
+        shard: ShardId,
+        /// Live records the seal covers.
+        entries: u64,
+    },
     /// A compaction failed; the shard refuses writes until reopened.
     CompactionFailed {
         /// The shard.
@@ -107,6 +114,7 @@ impl Event {
             Event::CompactionStart { .. } => "compaction_start",
             Event::CompactionEnd { .. } => "compaction_end",
             Event::CompactionFailed { .. } => "compaction_failed",
+            Event::ShardSealed { .. } => "shard_sealed",
             Event::WriteStallStart { .. } => "write_stall_start",
             Event::WriteStallEnd { .. } => "write_stall_end",
             Event::StrayFileRemoved { .. } => "stray_file_removed",

@@ -20,7 +20,8 @@ pub use crate::layout::{
 };
 pub use crate::manifest::{
     check_db_meta_bytes, check_shard_manifest_bytes, encode_shard_manifest, DbMeta, RunMeta,
-    ShardManifest, DB_MAGIC, MANIFEST_HEAD_BYTES, MANIFEST_VERSION, SHARD_MAGIC,
+    SealDigest, ShardManifest, ShardSeal, DB_MAGIC, MANIFEST_HEAD_BYTES, MANIFEST_VERSION,
+    SEALED_MANIFEST_VERSION, SHARD_MAGIC,
 };
 pub use crate::run::{
     check_run_bytes, RECORD_CHECKSUM_BYTES as RUN_RECORD_CHECKSUM_BYTES,
@@ -134,8 +135,10 @@ pub struct FrameSpec {
     pub magic: [u8; 8],
     /// Offset of the magic in the frame; the version follows it.
     pub magic_at: usize,
-    /// The only version this build reads.
+    /// The newest version this build reads.
     pub version: u32,
+    /// The oldest version this build reads (equal to `version` for frames with one version).
+    pub oldest_version: u32,
     /// Fewest bytes the frame has, checksum included.
     pub min_bytes: usize,
 }
@@ -165,7 +168,7 @@ pub fn check_frame(bytes: &[u8], path: &Path, at: u64, spec: &FrameSpec) -> Resu
     let m = spec.magic_at;
     let magic_ok = bytes[m..m + 8] == spec.magic;
     let found = u32::from_le_bytes(bytes[m + 8..m + 12].try_into().expect("4 bytes"));
-    if magic_ok && found != spec.version {
+    if magic_ok && !(spec.oldest_version..=spec.version).contains(&found) {
         return Err(Error::UnsupportedVersion {
             file: path.into(),
             what: spec.what,
@@ -206,6 +209,7 @@ mod tests {
         magic: *b"STRATATS",
         magic_at: 0,
         version: 3,
+        oldest_version: 3,
         min_bytes: 20,
     };
 

@@ -130,6 +130,7 @@ pub fn check_index_frame(
         magic,
         magic_at: 0,
         version,
+        oldest_version: version,
         min_bytes: header_bytes + crate::format::FRAME_CHECKSUM_BYTES,
     };
     let body_end = crate::format::check_frame(bytes, path, 0, &spec)?;

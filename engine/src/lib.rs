@@ -48,6 +48,7 @@ pub use index::{
     check_index_frame, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span,
 };
 pub use limits::*;
+pub use manifest::{SealDigest, ShardSeal};
 pub use merge::{fused_next, MergeSource, Merger};
 pub use options::{CompactionOptions, Durability, IndexPolicy, Options, Sharding};
 pub use policy::{Plan, PolicyOptions, ShardShape};

@@ -9,8 +9,14 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::limits::MAX_MANIFEST_BYTES;
 
-/// Format version of both manifest files.
+/// Format version of the database identity file and of the manifest of a shard that is not
+/// sealed.
 pub const MANIFEST_VERSION: u32 = 1;
+/// Format version of the manifest of a sealed shard: version 1's payload followed by the seal.
+/// Only sealed shards are written in it, so a database that never seals stays readable by
+/// builds that know version 1 only, and such a build refuses a sealed shard (rather than
+/// letting writes into it).
+pub const SEALED_MANIFEST_VERSION: u32 = 2;
 /// Magic of the database identity file.
 pub const DB_MAGIC: [u8; 8] = *b"STRATADB";
 /// Magic of a shard manifest.
@@ -53,8 +59,18 @@ pub struct RunMeta {
     pub file_bytes: u64,
 }
 
-/// A shard's durable state.
+/// The seal of a shard: every key the shard will ever hold is in its one run, writes are
+/// refused, and `digest` fingerprints the contents (see [`SealDigest`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ShardSeal {
+    /// SHA-256 of the shard's live records in key order, as [`SealDigest`] frames them.
+    pub digest: [u8; 32],
+    /// Live records hashed.
+    pub entries: u64,
+}
+
+/// A shard's durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardManifest {
     /// The shard.
     pub shard: u64,
@@ -66,6 +82,53 @@ pub struct ShardManifest {
     pub last_seq: u64,
     /// Live runs, newest first.
     pub runs: Vec<RunMeta>,
+    /// Set while the shard is sealed (written as [`SEALED_MANIFEST_VERSION`]).
+    pub seal: Option<ShardSeal>,
+}
+
+/// The payload of a version-1 shard manifest (and the start of a version-2 one).
+#[derive(bincode::Encode, bincode::Decode)]
+struct ManifestV1 {
+    shard: u64,
+    next_run_id: u64,
+    wal_floor: u64,
+    last_seq: u64,
+    runs: Vec<RunMeta>,
+}
+
+/// The fingerprint of a sealed shard: SHA-256 over its live records in key order, each framed
+/// as `key length (u32 LE) | key | value length (u64 LE) | value`. Feeding the records of a
+/// shard's one run in file order gives the digest its manifest records.
+#[derive(Clone, Debug, Default)]
+pub struct SealDigest {
+    hasher: sha2::Sha256,
+    entries: u64,
+}
+
+impl SealDigest {
+    /// An empty digest.
+    pub fn new() -> SealDigest {
+        SealDigest::default()
+    }
+
+    /// Adds one live record; records must come in key order.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        use sha2::Digest;
+        self.hasher.update((key.len() as u32).to_le_bytes());
+        self.hasher.update(key);
+        self.hasher.update((value.len() as u64).to_le_bytes());
+        self.hasher.update(value);
+        self.entries += 1;
+    }
+
+    /// The seal of the records added.
+    pub fn finish(self) -> ShardSeal {
+        use sha2::Digest;
+        ShardSeal {
+            digest: self.hasher.finalize().into(),
+            entries: self.entries,
+        }
+    }
 }
 
 fn config() -> impl bincode::config::Config {
@@ -75,35 +138,40 @@ fn config() -> impl bincode::config::Config {
         .with_limit::<MAX_MANIFEST_BYTES>()
 }
 
-/// Encodes `value` as a framed manifest.
-pub fn encode<T: bincode::Encode>(magic: [u8; 8], value: &T) -> Vec<u8> {
+/// Encodes `value` as a framed manifest of format `version`.
+pub fn encode<T: bincode::Encode>(magic: [u8; 8], version: u32, value: &T) -> Vec<u8> {
     let payload =
         bincode::encode_to_vec(value, config()).expect("manifest encodes within its limit");
     let mut out = Vec::with_capacity(MANIFEST_HEAD_BYTES + payload.len() + 8);
     out.extend_from_slice(&magic);
-    out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&payload);
     crate::format::seal_frame(&mut out);
     out
 }
 
-/// Decodes a framed manifest read from `path`: the frame (see [`crate::format::check_frame`]),
-/// then the payload length against the file length, then the payload.
-pub fn decode<T: bincode::Decode<()>>(
+/// Decodes a framed manifest read from `path`: the frame (see [`crate::format::check_frame`],
+/// versions `oldest..=newest`), then the payload length against the file length, then the
+/// payload with `payload`, which gets the version found. Returns what `payload` returns.
+fn decode_with<T>(
     magic: [u8; 8],
+    (oldest, newest): (u32, u32),
     bytes: &[u8],
     path: &Path,
     what: &'static str,
+    payload: impl FnOnce(u32, &[u8]) -> std::result::Result<(T, usize), bincode::error::DecodeError>,
 ) -> Result<T> {
     let spec = crate::format::FrameSpec {
         what,
         magic,
         magic_at: M_MAGIC,
-        version: MANIFEST_VERSION,
+        version: newest,
+        oldest_version: oldest,
         min_bytes: MANIFEST_HEAD_BYTES + crate::format::FRAME_CHECKSUM_BYTES,
     };
     let body_end = crate::format::check_frame(bytes, path, 0, &spec)?;
+    let version = u32::from_le_bytes(bytes[M_VERSION..M_VERSION + 4].try_into().expect("4 bytes"));
     let len = u32::from_le_bytes(bytes[M_LEN..M_LEN + 4].try_into().expect("4 bytes")) as usize;
     if len > MAX_MANIFEST_BYTES || MANIFEST_HEAD_BYTES + len != body_end {
         return Err(Error::corrupt(
@@ -116,16 +184,14 @@ pub fn decode<T: bincode::Decode<()>>(
             ),
         ));
     }
-    let body = &bytes[..body_end];
-    let (value, used) = bincode::decode_from_slice(&body[MANIFEST_HEAD_BYTES..], config())
-        .map_err(|e| {
-            Error::corrupt(
-                path,
-                MANIFEST_HEAD_BYTES as u64,
-                what,
-                format!("payload does not decode: {e}"),
-            )
-        })?;
+    let (value, used) = payload(version, &bytes[MANIFEST_HEAD_BYTES..body_end]).map_err(|e| {
+        Error::corrupt(
+            path,
+            MANIFEST_HEAD_BYTES as u64,
+            what,
+            format!("payload does not decode: {e}"),
+        )
+    })?;
     if used != len {
         return Err(Error::corrupt(
             path,
@@ -137,9 +203,60 @@ pub fn decode<T: bincode::Decode<()>>(
     Ok(value)
 }
 
+/// Decodes a framed manifest of version [`MANIFEST_VERSION`] read from `path`.
+pub fn decode<T: bincode::Decode<()>>(
+    magic: [u8; 8],
+    bytes: &[u8],
+    path: &Path,
+    what: &'static str,
+) -> Result<T> {
+    let versions = (MANIFEST_VERSION, MANIFEST_VERSION);
+    decode_with(magic, versions, bytes, path, what, |_, p| {
+        bincode::decode_from_slice(p, config())
+    })
+}
+
+/// Encodes a shard manifest: version 1 unless the shard is sealed.
+fn encode_shard(m: &ShardManifest) -> Vec<u8> {
+    let base = ManifestV1 {
+        shard: m.shard,
+        next_run_id: m.next_run_id,
+        wal_floor: m.wal_floor,
+        last_seq: m.last_seq,
+        runs: m.runs.clone(),
+    };
+    match &m.seal {
+        None => encode(SHARD_MAGIC, MANIFEST_VERSION, &base),
+        Some(seal) => encode(SHARD_MAGIC, SEALED_MANIFEST_VERSION, &(base, seal.clone())),
+    }
+}
+
+fn decode_shard(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
+    let versions = (MANIFEST_VERSION, SEALED_MANIFEST_VERSION);
+    decode_with(SHARD_MAGIC, versions, bytes, path, "shard manifest", |v, p| {
+        let (base, seal, used) = if v == MANIFEST_VERSION {
+            let (base, used): (ManifestV1, usize) = bincode::decode_from_slice(p, config())?;
+            (base, None, used)
+        } else {
+            let ((base, seal), used): ((ManifestV1, ShardSeal), usize) =
+                bincode::decode_from_slice(p, config())?;
+            (base, Some(seal), used)
+        };
+        let m = ShardManifest {
+            shard: base.shard,
+            next_run_id: base.next_run_id,
+            wal_floor: base.wal_floor,
+            last_seq: base.last_seq,
+            runs: base.runs,
+            seal,
+        };
+        Ok((m, used))
+    })
+}
+
 /// The bytes of a shard manifest file (for tools that rewrite one, and tests).
 pub fn encode_shard_manifest(manifest: &ShardManifest) -> Vec<u8> {
-    encode(SHARD_MAGIC, manifest)
+    encode_shard(manifest)
 }
 
 /// Checks the bytes of a database identity file (`STRATA`).
@@ -149,11 +266,11 @@ pub fn check_db_meta_bytes(bytes: &[u8], path: &Path) -> Result<DbMeta> {
 
 /// Checks the bytes of a shard manifest (`MANIFEST`).
 pub fn check_shard_manifest_bytes(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
-    decode(SHARD_MAGIC, bytes, path, "shard manifest")
+    decode_shard(bytes, path)
 }
 
-/// Reads a framed manifest file (at most [`MAX_MANIFEST_BYTES`] plus framing).
-pub fn read<T: bincode::Decode<()>>(magic: [u8; 8], path: &Path, what: &'static str) -> Result<T> {
+/// Reads the bytes of a manifest file (at most [`MAX_MANIFEST_BYTES`] plus framing).
+fn read_bytes(path: &Path, what: &'static str) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path)
         .map_err(|e| Error::io("reading metadata of", path, e))?
         .len();
@@ -165,8 +282,22 @@ pub fn read<T: bincode::Decode<()>>(magic: [u8; 8], path: &Path, what: &'static 
             format!("{len} bytes is over the manifest limit"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    decode(magic, &bytes, path, what)
+    std::fs::read(path).map_err(|e| Error::io("reading", path, e))
+}
+
+/// Reads a framed manifest file of version [`MANIFEST_VERSION`].
+pub fn read<T: bincode::Decode<()>>(magic: [u8; 8], path: &Path, what: &'static str) -> Result<T> {
+    decode(magic, &read_bytes(path, what)?, path, what)
+}
+
+/// Reads a shard manifest file.
+pub fn read_shard(path: &Path) -> Result<ShardManifest> {
+    decode_shard(&read_bytes(path, "shard manifest")?, path)
+}
+
+/// Replaces the shard manifest at `path` with `manifest`, atomically.
+pub fn write_shard(path: &Path, manifest: &ShardManifest) -> Result<()> {
+    write_atomic(path, &encode_shard(manifest))
 }
 
 /// Replaces `path` with `bytes` atomically: write `path.tmp`, fsync, rename, fsync the directory.
@@ -205,25 +336,38 @@ mod tests {
                 entries: 5,
                 file_bytes: 500,
             }],
+            seal: None,
         };
-        let bytes = encode(SHARD_MAGIC, &m);
+        let sealed = ShardManifest {
+            seal: Some(ShardSeal {
+                digest: [7; 32],
+                entries: 5,
+            }),
+            ..m.clone()
+        };
         let p = Path::new("MANIFEST");
-        assert_eq!(
-            decode::<ShardManifest>(SHARD_MAGIC, &bytes, p, "shard manifest").unwrap(),
-            m
-        );
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x40;
-            assert!(
-                decode::<ShardManifest>(SHARD_MAGIC, &b, p, "shard manifest").is_err(),
-                "flip at {i} accepted"
-            );
+        for (m, version) in [(m, MANIFEST_VERSION), (sealed, SEALED_MANIFEST_VERSION)] {
+            let bytes = encode_shard(&m);
+            assert_eq!(bytes[M_VERSION..M_VERSION + 4], version.to_le_bytes());
+            assert_eq!(decode_shard(&bytes, p).unwrap(), m);
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 0x40;
+                assert!(decode_shard(&b, p).is_err(), "flip at {i} accepted");
+            }
+            for cut in 0..bytes.len() {
+                assert!(decode_shard(&bytes[..cut], p).is_err());
+            }
         }
-        for cut in 0..bytes.len() {
-            assert!(
-                decode::<ShardManifest>(SHARD_MAGIC, &bytes[..cut], p, "shard manifest").is_err()
-            );
-        }
+    }
+
+    #[test]
+    fn the_seal_digest_frames_each_record() {
+        let mut a = SealDigest::new();
+        a.add(b"ab", b"c");
+        let mut b = SealDigest::new();
+        b.add(b"a", b"bc");
+        assert_ne!(a.finish().digest, b.finish().digest);
+        assert_eq!(SealDigest::new().finish().entries, 0);
     }
 }

@@ -157,6 +157,11 @@ pub struct CompactionOptions {
     /// which they are slowed (default 64 MiB). Bounds memtable memory for small entries, where
     /// the WAL-byte thresholds admit millions of keys.
     pub stall_stop_memtable_bytes: u64,
+    /// Range sharding only: mark a shard complete (merged whole into one run) once a write
+    /// reaches a shard two or more above it (default true, a guess that suits append-mostly
+    /// loads). Stores that know when a shard is complete turn this off and call
+    /// `Engine::seal` instead.
+    pub complete_behind_writes: bool,
 }
 
 impl Default for CompactionOptions {
@@ -168,6 +173,7 @@ impl Default for CompactionOptions {
             stall_stop_bytes: DEFAULT_STALL_STOP_BYTES,
             stall_slowdown_delay_us: DEFAULT_STALL_SLOWDOWN_DELAY_US,
             stall_stop_memtable_bytes: DEFAULT_STALL_STOP_MEMTABLE_BYTES,
+            complete_behind_writes: true,
         }
     }
 }

@@ -109,6 +109,7 @@ const RUN_HEADER_FRAME: FrameSpec = FrameSpec {
     magic: RUN_MAGIC,
     magic_at: H_MAGIC,
     version: RUN_VERSION,
+    oldest_version: RUN_VERSION,
     min_bytes: RUN_HEADER_BYTES,
 };
 
@@ -117,6 +118,7 @@ const RUN_FOOTER_FRAME: FrameSpec = FrameSpec {
     magic: RUN_FOOTER_MAGIC,
     magic_at: F_MAGIC,
     version: RUN_VERSION,
+    oldest_version: RUN_VERSION,
     min_bytes: RUN_FOOTER_BYTES,
 };
 

@@ -16,7 +16,7 @@ use crate::index::IndexFactory;
 use crate::layout::{
     self, index_file_name, run_file_name, shard_dir_name, tmp_name, FileKind, SHARD_MANIFEST_FILE,
 };
-use crate::manifest::{self, RunMeta, ShardManifest, SHARD_MAGIC};
+use crate::manifest::{self, RunMeta, ShardManifest};
 use crate::memtable::{MemEntry, Memtable};
 use crate::merge::{MergeSource, Merger};
 use crate::options::{Durability, IndexPolicy};
@@ -82,6 +82,8 @@ pub struct ShardStats {
     pub wal: crate::wal::WalStats,
     /// Whether the shard refuses writes after a failure.
     pub poisoned: bool,
+    /// The seal, while the shard is sealed.
+    pub seal: Option<crate::manifest::ShardSeal>,
 }
 
 /// Figures of one run.
@@ -132,6 +134,9 @@ pub(crate) struct Shard<W: Wal> {
     pub compaction_buffer_peak: AtomicU64,
     /// Writes have moved past this (range) shard: the policy merges it whole.
     complete: AtomicBool,
+    /// Sealed, or being sealed: writes are refused. Set and cleared under the state's write
+    /// lock, checked under its read lock, so no write lands after a seal begins.
+    sealed: AtomicBool,
 }
 
 /// A shard loaded read-only: manifest and runs. Phase one of opening, which changes nothing on
@@ -151,7 +156,7 @@ pub(crate) fn load_shard(
     events: &dyn EventSink,
 ) -> Result<LoadedShard> {
     let path = dir.join(SHARD_MANIFEST_FILE);
-    let manifest: ShardManifest = manifest::read(SHARD_MAGIC, &path, "shard manifest")?;
+    let manifest = manifest::read_shard(&path)?;
     if manifest.shard != id.0 {
         return Err(Error::corrupt(
             &path,
@@ -231,12 +236,10 @@ fn make_shard_dir(tmp: &Path, dir: &Path, parent: &Path, id: ShardId) -> Result<
         wal_floor: 0,
         last_seq: 0,
         runs: Vec::new(),
+        seal: None,
     };
     // Writes MANIFEST.tmp, syncs it, renames it and syncs `tmp`.
-    manifest::write_atomic(
-        &tmp.join(SHARD_MANIFEST_FILE),
-        &manifest::encode(SHARD_MAGIC, &m),
-    )?;
+    manifest::write_shard(&tmp.join(SHARD_MANIFEST_FILE), &m)?;
     std::fs::rename(tmp, dir).map_err(|e| Error::io("renaming", tmp, e))?;
     manifest::sync_dir(parent)
 }
@@ -292,6 +295,7 @@ impl<W: Wal> Shard<W> {
             kinds,
         } = loaded;
         remove_strays(&dir, &manifest, events.as_ref())?;
+        let sealed = manifest.seal.is_some();
         let mut mems: BTreeMap<SegmentId, Memtable> = BTreeMap::new();
         let wal = W::open(
             &dir,
@@ -339,6 +343,7 @@ impl<W: Wal> Shard<W> {
             name_of_kind: Mutex::new(kinds),
             compaction_buffer_peak: AtomicU64::new(0),
             complete: AtomicBool::new(false),
+            sealed: AtomicBool::new(sealed),
         })
     }
 
@@ -371,6 +376,9 @@ impl<W: Wal> Shard<W> {
         // Holding the read side keeps rotation out until the memtable insert is done, so every
         // position lands in the memtable of its own segment.
         let state = self.state.read();
+        if self.is_sealed() {
+            return Err(Error::Sealed { shard: self.id.0 });
+        }
         let appended = self.wal.append(ops).map_err(|e| self.poison(e))?;
         if durability == Durability::SyncPerBatch {
             self.wal.sync().map_err(|e| self.poison(e))?;
@@ -487,6 +495,69 @@ impl<W: Wal> Shard<W> {
         self.state.read().frozen.iter().map(|m| m.wal_bytes()).sum()
     }
 
+    /// Whether writes are refused because the shard is sealed or being sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// The durable seal, if the shard is sealed.
+    pub fn seal(&self) -> Option<crate::manifest::ShardSeal> {
+        self.manifest.lock().seal.clone()
+    }
+
+    /// Starts refusing writes; every write that got in before is in the memtables. Returns
+    /// whether writes were refused already.
+    pub fn refuse_writes(&self) -> bool {
+        let _st = self.state.write();
+        self.sealed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records `seal` durably in the manifest. The shard must hold at most one run and no
+    /// memtable data (a whole compaction just ran with writes refused).
+    pub fn record_seal(&self, seal: crate::manifest::ShardSeal) -> Result<()> {
+        let mut manifest = self.manifest.lock();
+        {
+            let st = self.state.read();
+            if !self.is_sealed() || !st.active.is_empty() || !st.frozen.is_empty() {
+                return Err(Error::InvalidOptions(format!(
+                    "shard {} changed while it was being sealed",
+                    self.id
+                )));
+            }
+        }
+        let next = ShardManifest {
+            seal: Some(seal),
+            ..manifest.clone()
+        };
+        manifest::write_shard(&self.dir.join(SHARD_MANIFEST_FILE), &next)?;
+        *manifest = next;
+        Ok(())
+    }
+
+    /// Accepts writes again after a seal that failed before it was recorded.
+    pub fn accept_writes_unsealed(&self) {
+        if self.manifest.lock().seal.is_none() {
+            let _st = self.state.write();
+            self.sealed.store(false, Ordering::Release);
+        }
+    }
+
+    /// Removes the seal durably (if any) and accepts writes again.
+    pub fn unseal(&self) -> Result<()> {
+        let mut manifest = self.manifest.lock();
+        if manifest.seal.is_some() {
+            let next = ShardManifest {
+                seal: None,
+                ..manifest.clone()
+            };
+            manifest::write_shard(&self.dir.join(SHARD_MANIFEST_FILE), &next)?;
+            *manifest = next;
+        }
+        let _st = self.state.write();
+        self.sealed.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Marks the shard complete (writes have moved past it); returns whether it was not yet.
     pub fn mark_complete(&self) -> bool {
         !self.complete.swap(true, Ordering::Relaxed)
@@ -568,10 +639,7 @@ impl<W: Wal> Shard<W> {
             .first()
             .map_or(manifest.wal_floor, |m| m.segment().0 + 1);
         let next = next_manifest(manifest, run_id, merged_runs, wal_floor, new_run.as_ref());
-        manifest::write_atomic(
-            &self.dir.join(SHARD_MANIFEST_FILE),
-            &manifest::encode(SHARD_MAGIC, &next),
-        )?;
+        manifest::write_shard(&self.dir.join(SHARD_MANIFEST_FILE), &next)?;
         *manifest = next;
         self.install(wal_floor, new_run.as_ref().map(|(r, _)| r), older);
         if new_run.is_some() {
@@ -808,6 +876,7 @@ impl<W: Wal> Shard<W> {
             id: self.id,
             wal: self.wal.stats(),
             poisoned: self.is_poisoned(),
+            seal: self.manifest.lock().seal.clone(),
             ..Default::default()
         };
         for m in std::iter::once(&st.active).chain(st.frozen.iter()) {
@@ -839,6 +908,12 @@ fn check_manifest_fields(manifest: &ShardManifest, path: &Path) -> Result<()> {
         return bad(format!(
             "names run {} but its next run id is {}",
             run.id, manifest.next_run_id
+        ));
+    }
+    if manifest.seal.is_some() && manifest.runs.len() > 1 {
+        return bad(format!(
+            "is sealed but names {} runs; a sealed shard has at most one",
+            manifest.runs.len()
         ));
     }
     if manifest.last_seq >= u64::MAX / 2 {

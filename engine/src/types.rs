@@ -78,6 +78,28 @@ pub struct OpRef<'a> {
     pub value: &'a [u8],
 }
 
+impl<'a> OpRef<'a> {
+    /// A put of `value` under `key`.
+    pub fn put(key: &'a [u8], value: &'a [u8]) -> OpRef<'a> {
+        OpRef {
+            kind: EntryKind::Put,
+            tag: 0,
+            key,
+            value,
+        }
+    }
+
+    /// A delete of `key`.
+    pub fn delete(key: &'a [u8]) -> OpRef<'a> {
+        OpRef {
+            kind: EntryKind::Delete,
+            tag: 0,
+            key,
+            value: &[],
+        }
+    }
+}
+
 /// An owned batch of writes, applied atomically per shard.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {

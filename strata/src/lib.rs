@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use strata_compactor::ThreadCompactor;
 pub use strata_engine::{
     fused_next, prefix_successor, Batch, CompactionOptions, CompactionReport, Durability,
-    EntryKind, Error, Event, EventLog, EventSink, IndexKind, IndexParams, IndexPolicy, MergeSource,
+    EntryKind, Error, Event, EventLog, EventSink, SealDigest, ShardSeal, IndexKind, IndexParams, IndexPolicy, MergeSource,
     Merger, NoEvents, OpRef, Options, PolicyOptions, Result, RunStats, ShardId, ShardStats,
     Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES, DEFAULT_MAX_OPEN_FILES,
     MAX_BATCH_OPS, MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES, WAL_RECOVERY_WINDOW_BYTES,
@@ -80,6 +80,16 @@ impl Db {
         options.sharding = strata_engine::stored_sharding(path.as_ref())?;
         options.create_if_missing = false;
         Db::open(path, options)
+    }
+
+    /// The sharding rule the database was opened with.
+    pub fn sharding(&self) -> Sharding {
+        self.engine.options().sharding
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        self.engine.path()
     }
 
     /// Stores `value` under `key`.
@@ -141,6 +151,23 @@ impl Db {
     /// Blocks until the background compactor has nothing queued or running.
     pub fn wait_for_compactions(&self) {
         self.engine.wait_for_compactions()
+    }
+
+    /// Seals `shard`: compacts it whole into one run, records a digest of its contents in its
+    /// manifest (checked by [`verify`]) and refuses writes to it until [`Db::unseal`]. See
+    /// [`strata_engine::Engine::seal`].
+    pub fn seal(&self, shard: ShardId) -> Result<ShardSeal> {
+        self.engine.seal(shard)
+    }
+
+    /// Removes the seal of `shard`, durably, so that it accepts writes again.
+    pub fn unseal(&self, shard: ShardId) -> Result<()> {
+        self.engine.unseal(shard)
+    }
+
+    /// The seal of `shard`, if it is sealed.
+    pub fn seal_of(&self, shard: ShardId) -> Option<ShardSeal> {
+        self.engine.seal_of(shard)
     }
 
     /// Compacts every shard, one at a time.

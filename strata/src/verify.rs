@@ -230,4 +230,50 @@ fn check_manifest_names(report: &mut VerifyReport, shard: &Path) {
             });
         }
     }
+    if let Some(seal) = &manifest.seal {
+        check_seal(report, shard, &manifest, seal);
+    }
+}
+
+/// A sealed shard's one run must give the digest its manifest records (records read one at a
+/// time; a damaged record is reported by the run's own check).
+fn check_seal(
+    report: &mut VerifyReport,
+    shard: &Path,
+    manifest: &format::ShardManifest,
+    seal: &strata_engine::ShardSeal,
+) {
+    let mut digest = strata_engine::SealDigest::new();
+    let mut intact = true;
+    if let Some(run) = manifest.runs.first() {
+        let (_, result) = format::for_each_run_record(shard, run.id, &mut |r| {
+            match (r.kind, r.value) {
+                (strata_engine::EntryKind::Put, Some(value)) => digest.add(r.key, value),
+                (strata_engine::EntryKind::Put, None) => intact = false,
+                (strata_engine::EntryKind::Delete, _) => {}
+            }
+            Ok(())
+        });
+        intact &= result.is_ok();
+    }
+    let found = digest.finish();
+    if intact && found != *seal {
+        report.findings.push(Finding {
+            file: shard.join(format::SHARD_MANIFEST_FILE),
+            offset: None,
+            detail: format!(
+                "the seal's digest does not match the shard's contents: sealed {} records, \
+                 digest {}; found {} records, digest {}",
+                seal.entries,
+                hex(&seal.digest),
+                found.entries,
+                hex(&found.digest)
+            ),
+            damage: true,
+        });
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

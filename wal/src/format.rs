@@ -201,6 +201,7 @@ const SEGMENT_FRAME: FrameSpec = FrameSpec {
     magic: WAL_MAGIC,
     magic_at: S_MAGIC,
     version: WAL_VERSION,
+    oldest_version: WAL_VERSION,
     min_bytes: SEGMENT_HEADER_BYTES,
 };
 // The segment header is a frame: version after the magic, checksum last.
