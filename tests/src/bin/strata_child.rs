@@ -16,6 +16,11 @@
 //! - `strata_child random-workload DIR SEED`: the power-loss campaign's seeded random workload
 //!   (`strata_tests::crash_ops`), printing `durable I` once every op up to I is acknowledged as
 //!   durable, and `error ...` (then stopping) at the first error.
+//! - `strata_child era1-import DIR FILE...`: imports era1 files into a history store in DIR and
+//!   prints `blocks peak_rss_bytes`.
+//! - `strata_child history-writer DIR SEED`: a history node's random writes, rollbacks and
+//!   seals on the store in DIR (`strata_tests::history_step`), each synced; prints `op ...`
+//!   before and `acked` after each one. Meant to be killed.
 //! - `strata_child fsync-fail DIR TRIGGER buffered|per-batch`: run under the fsync-failing
 //!   shim (`tests/shim/fail_fdatasync.c`); puts `k1`, syncs, arms the shim by creating TRIGGER,
 //!   then puts `k2`, syncs twice, puts `k3` and closes, printing `STEP ok` or
@@ -86,6 +91,27 @@ fn main() {
             random_workload(Path::new(&args[2]), args[3].parse().expect("SEED"))
         }
         Some("fault-workload") => fault_workload(Path::new(&args[2])),
+        Some("era1-import") => {
+            let store = strata_history::HistoryStore::open(&args[2], Default::default())
+                .expect("open");
+            let files: Vec<std::path::PathBuf> = args[3..].iter().map(Into::into).collect();
+            let r = strata_history::era1::import(&store, &files, &mut |_| {}).expect("import");
+            store.close().expect("close");
+            println!("{} {}", r.blocks, strata_bench::Rss::now().vm_hwm);
+        }
+        Some("history-writer") => {
+            let store = strata_tests::open_history(Path::new(&args[2]));
+            let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(
+                args[3].parse().expect("SEED"),
+            );
+            loop {
+                strata_tests::history_step(&store, &mut rng, &mut |line| {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                });
+            }
+        }
         Some("fsync-fail") => fsync_fail(Path::new(&args[2]), Path::new(&args[3]), &args[4]),
         _ => {
             eprintln!("usage: strata_child ingest DIR BLOCKS | crash-writer DIR FIRST_BATCH | fsync-fail DIR TRIGGER MODE");
