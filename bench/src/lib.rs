@@ -262,6 +262,68 @@ impl IngestReport {
     }
 }
 
+/// Where the ingest's blocks come from.
+#[derive(Debug, Default)]
+pub enum BlockSource {
+    /// Incompressible random values of the sizes [`IngestParams`] gives, one key per block.
+    #[default]
+    Synthetic,
+    /// Real blocks from era1 files: block `n` is the file blocks' `n mod total`-th (repeated
+    /// with shifted numbers past the end), stored as three keys `n ++ column` (header, body,
+    /// receipts: the history store's layout), read through the block index one at a time.
+    Era1(Era1Source),
+}
+
+/// Real blocks of era1 files, by position.
+#[derive(Debug)]
+pub struct Era1Source {
+    readers: Vec<strata_history::era1::Era1Reader>,
+    total: u64,
+}
+
+impl Era1Source {
+    /// Opens every era1 file of `dir` (in name order).
+    pub fn open(dir: &Path) -> std::result::Result<Era1Source, Box<dyn std::error::Error>> {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "era1"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(format!("{} holds no .era1 files", dir.display()).into());
+        }
+        let mut readers = Vec::new();
+        for f in files {
+            readers.push(strata_history::era1::Era1Reader::open(&f)?);
+        }
+        let total = readers.iter().map(|r| r.count()).sum();
+        Ok(Era1Source { readers, total })
+    }
+
+    /// Real blocks in the files.
+    pub fn blocks(&self) -> u64 {
+        self.total
+    }
+
+    /// Header, body and receipts of block `n` into `out` (3 buffers).
+    fn block(&mut self, n: u64, out: &mut [Vec<u8>]) -> Result<()> {
+        let mut i = n % self.total;
+        for r in &mut self.readers {
+            if i < r.count() {
+                let b = r
+                    .read_block(i)
+                    .map_err(|e| strata::Error::InvalidOptions(e.to_string()))?;
+                out[0] = b.header;
+                out[1] = b.body;
+                out[2] = b.receipts;
+                return Ok(());
+            }
+            i -= r.count();
+        }
+        unreachable!("n mod total is inside one file")
+    }
+}
+
 /// The payload of block `n`: incompressible bytes, reproducible from the seed.
 pub fn block_value(p: &IngestParams, n: u64, buf: &mut Vec<u8>) {
     let mut rng = SmallRng::seed_from_u64(p.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -277,14 +339,30 @@ use strata::WAL_RECORD_OVERHEAD_BYTES;
 /// Waits for compactions to finish, reads back `verify_blocks` random blocks, and reports. `progress` gets the
 /// number of blocks written after each batch.
 pub fn ingest(dir: &Path, p: &IngestParams, progress: &mut dyn FnMut(u64)) -> Result<IngestReport> {
+    ingest_from(dir, p, &mut BlockSource::Synthetic, progress)
+}
+
+/// [`ingest`] with blocks from `source`. Era1 blocks cannot be read back for checking
+/// (`verify_blocks` must be 0).
+pub fn ingest_from(
+    dir: &Path,
+    p: &IngestParams,
+    source: &mut BlockSource,
+    progress: &mut dyn FnMut(u64),
+) -> Result<IngestReport> {
     check_ingest_params(p)?;
+    if matches!(source, BlockSource::Era1(_)) && p.verify_blocks > 0 {
+        return Err(strata::Error::InvalidOptions(
+            "bench ingest --source era1 does not read blocks back (--verify 0)".into(),
+        ));
+    }
     let events = Arc::new(TimedEvents::new());
     let db = Arc::new(Db::open(dir, ingest_options(p, events.clone()))?);
     let reader = db.clone();
     let sampler = Sampler::start(Arc::new(move || reader.wal_debt_bytes()));
     let started = Instant::now();
     let mut rng = SmallRng::seed_from_u64(p.seed);
-    let (payload_bytes, wal_bytes) = write_blocks(&db, p, &mut rng, progress)?;
+    let (payload_bytes, wal_bytes) = write_blocks(&db, p, source, &mut rng, progress)?;
     // Writes have moved past every shard but the last two; finish the job like a node at the
     // end of its sync: compact what is left.
     db.wait_for_compactions();
@@ -342,15 +420,22 @@ fn ingest_options(p: &IngestParams, events: Arc<TimedEvents>) -> Options {
 fn write_blocks(
     db: &Db,
     p: &IngestParams,
+    source: &mut BlockSource,
     rng: &mut SmallRng,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, u64)> {
     let (mut payload_bytes, mut wal_bytes, mut written) = (0u64, 0u64, 0u64);
+    // Keys per block: one synthetic value, or an era1 block's three columns.
+    let per_block = match source {
+        BlockSource::Synthetic => 1,
+        BlockSource::Era1(_) => 3,
+    };
     // One reusable buffer per batch slot: the workload allocates nothing per block.
-    let mut values: Vec<Vec<u8>> = (0..p.batch)
-        .map(|_| Vec::with_capacity(p.max_value_bytes))
+    let mut values: Vec<Vec<u8>> = (0..p.batch * per_block)
+        .map(|_| Vec::with_capacity(if per_block == 1 { p.max_value_bytes } else { 0 }))
         .collect();
-    let mut keys: Vec<[u8; 8]> = vec![[0; 8]; p.batch];
+    let mut keys: Vec<[u8; 9]> = vec![[0; 9]; p.batch * per_block];
+    let key_len = if per_block == 1 { 8 } else { 9 };
     let mut base = 0u64;
     while base < p.blocks {
         let end = (base + p.window).min(p.blocks);
@@ -358,16 +443,23 @@ fn write_blocks(
         order.shuffle(rng);
         for chunk in order.chunks(p.batch) {
             for (i, &n) in chunk.iter().enumerate() {
-                block_value(p, n, &mut values[i]);
-                keys[i] = n.to_be_bytes();
-                payload_bytes += values[i].len() as u64;
-                wal_bytes += (WAL_RECORD_OVERHEAD_BYTES + 8 + values[i].len()) as u64;
+                let slots = i * per_block..(i + 1) * per_block;
+                match source {
+                    BlockSource::Synthetic => block_value(p, n, &mut values[i]),
+                    BlockSource::Era1(e) => e.block(n, &mut values[slots.clone()])?,
+                }
+                for (c, slot) in slots.enumerate() {
+                    keys[slot][..8].copy_from_slice(&n.to_be_bytes());
+                    keys[slot][8] = c as u8 + 1;
+                    payload_bytes += values[slot].len() as u64;
+                    wal_bytes += (WAL_RECORD_OVERHEAD_BYTES + key_len + values[slot].len()) as u64;
+                }
             }
-            let ops: Vec<OpRef<'_>> = (0..chunk.len())
+            let ops: Vec<OpRef<'_>> = (0..chunk.len() * per_block)
                 .map(|i| OpRef {
                     kind: EntryKind::Put,
                     tag: 0,
-                    key: &keys[i],
+                    key: &keys[i][..key_len],
                     value: &values[i],
                 })
                 .collect();

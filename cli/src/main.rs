@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strata::{Db, Durability, IndexPolicy, DISK_KIND, INMEM_KIND};
-use strata_bench::{ingest, state, IngestParams, StateParams};
+use strata_bench::{state, IngestParams, StateParams};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -224,9 +224,15 @@ struct IngestArgs {
     /// Durability of each batch.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
-    /// Read back and check this many random blocks at the end (after peak RSS is taken).
+    /// Read back and check this many random blocks at the end (after peak RSS is taken;
+    /// synthetic blocks only).
     #[arg(long, default_value_t = 0)]
     verify: u64,
+    /// Where blocks come from: `synthetic` (random values of the sizes above) or `era1 DIR`
+    /// (real blocks of the era1 files in DIR, three columns each, repeated with shifted
+    /// numbers to reach --blocks; the value-size options do not apply).
+    #[arg(long, num_args = 1..=2, value_names = ["KIND", "DIR"], default_value = "synthetic")]
+    source: Vec<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -434,9 +440,16 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
         seed: a.common.seed,
         verify_blocks: a.verify,
     };
+    let mut source = match a.source.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["synthetic"] => strata_bench::BlockSource::Synthetic,
+        ["era1", d] => strata_bench::BlockSource::Era1(strata_bench::Era1Source::open(Path::new(d))?),
+        _ => return Err(format!("--source takes `synthetic` or `era1 DIR`, not {:?}", a.source.join(" ")).into()),
+    };
     let quiet = a.common.json;
     let mut progress = Progress::new(a.blocks, quiet);
-    let r = ingest(&dir, &params, &mut |n| progress.update("ingest", n, quiet))?;
+    let r = strata_bench::ingest_from(&dir, &params, &mut source, &mut |n| {
+        progress.update("ingest", n, quiet)
+    })?;
     progress.finish();
     let c = r.compaction;
     if a.common.json {
@@ -453,7 +466,8 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
         );
     } else {
         println!(
-            "bench ingest: {} blocks, {:.1} MiB of payload in {:.1} s",
+            "bench ingest ({}): {} blocks, {:.1} MiB of payload in {:.1} s",
+            a.source.join(" "),
             a.blocks,
             mib(r.payload_bytes),
             r.wall_s

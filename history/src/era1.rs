@@ -255,6 +255,18 @@ impl Era1Reader {
         }))
     }
 
+    /// Block `i` of the file (0 is [`Era1Reader::start`]), found through the block index and
+    /// checked like [`Era1Reader::next_block`]; streaming goes on from the block after it.
+    pub fn read_block(&mut self, i: u64) -> Result<Era1Block> {
+        let Some(&at) = self.offsets.get(i as usize) else {
+            return Err(self.bad(self.index_at, format!("no block {i} in a file of {}", self.offsets.len())));
+        };
+        self.seek(at)?;
+        self.next = i as usize;
+        self.next_block()?
+            .ok_or_else(|| self.bad(at, "the block index points past the blocks".into()))
+    }
+
     /// Checks the records after the last block: the accumulator (32 bytes), and any others,
     /// up to the block index.
     fn finish(&mut self) -> Result<()> {
