@@ -442,8 +442,16 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
     };
     let mut source = match a.source.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["synthetic"] => strata_bench::BlockSource::Synthetic,
-        ["era1", d] => strata_bench::BlockSource::Era1(strata_bench::Era1Source::open(Path::new(d))?),
-        _ => return Err(format!("--source takes `synthetic` or `era1 DIR`, not {:?}", a.source.join(" ")).into()),
+        ["era1", d] => {
+            strata_bench::BlockSource::Era1(strata_bench::Era1Source::open(Path::new(d))?)
+        }
+        _ => {
+            return Err(format!(
+                "--source takes `synthetic` or `era1 DIR`, not {:?}",
+                a.source.join(" ")
+            )
+            .into())
+        }
     };
     let quiet = a.common.json;
     let mut progress = Progress::new(a.blocks, quiet);

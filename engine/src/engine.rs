@@ -183,7 +183,11 @@ impl<W: Wal> Engine<W> {
         let existing = prepare_dir(&dir, &options)?;
         let lock = take_lock(&dir)?;
         if !existing {
-            let identity = manifest::encode(DB_MAGIC, manifest::MANIFEST_VERSION, &options.sharding.to_meta());
+            let identity = manifest::encode(
+                DB_MAGIC,
+                manifest::MANIFEST_VERSION,
+                &options.sharding.to_meta(),
+            );
             manifest::write_atomic(&dir.join(DB_FILE), &identity)?;
         }
         let indexes = Indexes {

@@ -233,25 +233,32 @@ fn encode_shard(m: &ShardManifest) -> Vec<u8> {
 
 fn decode_shard(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
     let versions = (MANIFEST_VERSION, SEALED_MANIFEST_VERSION);
-    decode_with(SHARD_MAGIC, versions, bytes, path, "shard manifest", |v, p| {
-        let (base, seal, used) = if v == MANIFEST_VERSION {
-            let (base, used): (ManifestV1, usize) = bincode::decode_from_slice(p, config())?;
-            (base, None, used)
-        } else {
-            let ((base, seal), used): ((ManifestV1, ShardSeal), usize) =
-                bincode::decode_from_slice(p, config())?;
-            (base, Some(seal), used)
-        };
-        let m = ShardManifest {
-            shard: base.shard,
-            next_run_id: base.next_run_id,
-            wal_floor: base.wal_floor,
-            last_seq: base.last_seq,
-            runs: base.runs,
-            seal,
-        };
-        Ok((m, used))
-    })
+    decode_with(
+        SHARD_MAGIC,
+        versions,
+        bytes,
+        path,
+        "shard manifest",
+        |v, p| {
+            let (base, seal, used) = if v == MANIFEST_VERSION {
+                let (base, used): (ManifestV1, usize) = bincode::decode_from_slice(p, config())?;
+                (base, None, used)
+            } else {
+                let ((base, seal), used): ((ManifestV1, ShardSeal), usize) =
+                    bincode::decode_from_slice(p, config())?;
+                (base, Some(seal), used)
+            };
+            let m = ShardManifest {
+                shard: base.shard,
+                next_run_id: base.next_run_id,
+                wal_floor: base.wal_floor,
+                last_seq: base.last_seq,
+                runs: base.runs,
+                seal,
+            };
+            Ok((m, used))
+        },
+    )
 }
 
 /// The bytes of a shard manifest file (for tools that rewrite one, and tests).

@@ -92,7 +92,10 @@ impl Era1Reader {
         };
         let (ty, n) = r.record_header()?;
         if ty != VERSION || n != 0 {
-            return Err(r.bad(0, format!("starts with record type {ty:#06x} of {n} bytes, not the version record")));
+            return Err(r.bad(
+                0,
+                format!("starts with record type {ty:#06x} of {n} bytes, not the version record"),
+            ));
         }
         r.read_index(len)?;
         r.seek(RECORD_HEADER_BYTES)?;
@@ -145,10 +148,16 @@ impl Era1Reader {
         let ty = u16::from_le_bytes([h[0], h[1]]);
         let len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]);
         if h[6] != 0 || h[7] != 0 {
-            return Err(self.bad(at, format!("record type {ty:#06x} has non-zero reserved bytes")));
+            return Err(self.bad(
+                at,
+                format!("record type {ty:#06x} has non-zero reserved bytes"),
+            ));
         }
         if len > MAX_E2STORE_RECORD_BYTES {
-            return Err(self.bad(at, format!("record of {len} bytes is over the {MAX_E2STORE_RECORD_BYTES}-byte limit")));
+            return Err(self.bad(
+                at,
+                format!("record of {len} bytes is over the {MAX_E2STORE_RECORD_BYTES}-byte limit"),
+            ));
         }
         Ok((ty, len))
     }
@@ -177,11 +186,17 @@ impl Era1Reader {
         for i in 0..count {
             self.read_exact(&mut b8)?;
             let rel = i64::from_le_bytes(b8);
-            let at = self.index_at.checked_add_signed(rel).filter(|&a| a < self.index_at);
+            let at = self
+                .index_at
+                .checked_add_signed(rel)
+                .filter(|&a| a < self.index_at);
             match at {
                 Some(at) => self.offsets.push(at),
                 None => {
-                    return Err(self.bad(self.pos - 8, format!("block index offset {rel} of block {i} points outside the blocks")))
+                    return Err(self.bad(
+                        self.pos - 8,
+                        format!("block index offset {rel} of block {i} points outside the blocks"),
+                    ))
                 }
             }
         }
@@ -193,7 +208,10 @@ impl Era1Reader {
         let at = self.pos;
         let (ty, len) = self.record_header()?;
         if ty != want {
-            return Err(self.bad(at, format!("record type {ty:#06x} where the {what} ({want:#06x}) belongs")));
+            return Err(self.bad(
+                at,
+                format!("record type {ty:#06x} where the {what} ({want:#06x}) belongs"),
+            ));
         }
         self.compressed.resize(len as usize, 0);
         let mut buf = std::mem::take(&mut self.compressed);
@@ -212,7 +230,10 @@ impl Era1Reader {
             .read_to_end(&mut out)
             .map_err(|e| self.bad(at, format!("the {what} does not decompress: {e}")))?;
         if out.len() > MAX_BLOCK_PART_BYTES {
-            return Err(self.bad(at, format!("the {what} decompresses to over {MAX_BLOCK_PART_BYTES} bytes")));
+            return Err(self.bad(
+                at,
+                format!("the {what} decompresses to over {MAX_BLOCK_PART_BYTES} bytes"),
+            ));
         }
         match rlp_item(&out) {
             Some((true, start, len)) if start + len == out.len() => Ok(out),
@@ -235,16 +256,25 @@ impl Era1Reader {
         let found = header_number(&header)
             .ok_or_else(|| self.bad(at, "the header has no block number field".into()))?;
         if found != number {
-            return Err(self.bad(at, format!("header of block {found} where the index puts block {number}")));
+            return Err(self.bad(
+                at,
+                format!("header of block {found} where the index puts block {number}"),
+            ));
         }
         let at = self.record(COMPRESSED_BODY, "compressed body")?;
         let body = self.decompress(at, "body")?;
         let at = self.record(COMPRESSED_RECEIPTS, "compressed receipts")?;
         let receipts = self.decompress(at, "receipts")?;
         let at = self.record(TOTAL_DIFFICULTY, "total difficulty")?;
-        let total_difficulty: [u8; 32] = self.compressed[..]
-            .try_into()
-            .map_err(|_| self.bad(at, format!("total difficulty of {} bytes, not 32", self.compressed.len())))?;
+        let total_difficulty: [u8; 32] = self.compressed[..].try_into().map_err(|_| {
+            self.bad(
+                at,
+                format!(
+                    "total difficulty of {} bytes, not 32",
+                    self.compressed.len()
+                ),
+            )
+        })?;
         self.next += 1;
         Ok(Some(Era1Block {
             number,
@@ -259,7 +289,10 @@ impl Era1Reader {
     /// checked like [`Era1Reader::next_block`]; streaming goes on from the block after it.
     pub fn read_block(&mut self, i: u64) -> Result<Era1Block> {
         let Some(&at) = self.offsets.get(i as usize) else {
-            return Err(self.bad(self.index_at, format!("no block {i} in a file of {}", self.offsets.len())));
+            return Err(self.bad(
+                self.index_at,
+                format!("no block {i} in a file of {}", self.offsets.len()),
+            ));
         };
         self.seek(at)?;
         self.next = i as usize;
@@ -286,7 +319,10 @@ impl Era1Reader {
             self.seek(self.pos + u64::from(len))?;
         }
         if !accumulator {
-            return Err(self.bad(self.index_at, "no accumulator record before the block index".into()));
+            return Err(self.bad(
+                self.index_at,
+                "no accumulator record before the block index".into(),
+            ));
         }
         Ok(())
     }
@@ -309,12 +345,18 @@ pub fn rlp_item(b: &[u8]) -> Option<(bool, usize, usize)> {
         0x80..=0xb7 => (false, 1, usize::from(p - 0x80)),
         0xc0..=0xf7 => (true, 1, usize::from(p - 0xc0)),
         _ => {
-            let (list, n) = if p >= 0xf8 { (true, usize::from(p - 0xf7)) } else { (false, usize::from(p - 0xb7)) };
+            let (list, n) = if p >= 0xf8 {
+                (true, usize::from(p - 0xf7))
+            } else {
+                (false, usize::from(p - 0xb7))
+            };
             let len_bytes = b.get(1..1 + n)?;
             if n > 8 {
                 return None;
             }
-            let len = len_bytes.iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x));
+            let len = len_bytes
+                .iter()
+                .fold(0u64, |acc, &x| acc << 8 | u64::from(x));
             (list, 1 + n, usize::try_from(len).ok()?)
         }
     };
@@ -467,7 +509,10 @@ mod tests {
         assert_eq!(rlp_item(&[0xc2, 0xc0, 0xc0]), Some((true, 1, 2)));
         assert_eq!(rlp_item(&[0xf8, 2, 0x80, 0x80]), Some((true, 2, 2)));
         assert_eq!(rlp_item(&[0xf9, 0xff]), None);
-        assert_eq!(rlp_item(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(
+            rlp_item(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
         assert_eq!(rlp_item(&[]), None);
         assert_eq!(rlp_list_items(&[0xc2, 0xc0, 0xc0]).unwrap().len(), 2);
         assert!(rlp_list_items(&[0xc2, 0xc0]).is_none());

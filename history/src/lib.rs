@@ -98,6 +98,17 @@ pub const ROLLBACK_BATCH_KEYS: usize = 4096;
 pub const ROLLBACK_FILE: &str = "HISTORY-ROLLBACK";
 const ROLLBACK_MAGIC: [u8; 8] = *b"STRHROLL";
 const ROLLBACK_VERSION: u32 = 1;
+const ROLLBACK_BYTES: usize = 28;
+
+/// The layout of the rollback record (magic, version, target block u64, checksum), for the
+/// check that `docs/FORMAT.md` agrees.
+pub const ROLLBACK_LAYOUT: strata_engine::format::Layout = strata_engine::format::Layout {
+    name: "history.rollback",
+    offsets: &[0, 8, 12, 20],
+    bytes: ROLLBACK_BYTES,
+    magics: &[ROLLBACK_MAGIC],
+    version: Some(ROLLBACK_VERSION),
+};
 
 /// Options of a history store.
 #[derive(Clone, Debug)]
@@ -412,7 +423,9 @@ impl HistoryStore {
             let start = shard * self.width;
             let shard_end = start.saturating_add(self.width).min(end);
             let found = match presence.get(&shard) {
-                Some(p) => p.next(at - start, shard_end - start, present).map(|i| start + i),
+                Some(p) => p
+                    .next(at - start, shard_end - start, present)
+                    .map(|i| start + i),
                 None if present => None,
                 None => Some(at),
             };
@@ -643,12 +656,12 @@ fn read_rollback(dir: &Path) -> Result<Option<u64>> {
         magic_at: 0,
         version: ROLLBACK_VERSION,
         oldest_version: ROLLBACK_VERSION,
-        min_bytes: 28,
+        min_bytes: ROLLBACK_BYTES,
     };
     strata_engine::format::check_frame(&bytes, &path, 0, &spec)?;
-    if bytes.len() != 28 {
+    if bytes.len() != ROLLBACK_BYTES {
         return Err(Error::Invalid(format!(
-            "{}: {} bytes, a rollback record has 28",
+            "{}: {} bytes, a rollback record has {ROLLBACK_BYTES}",
             path.display(),
             bytes.len()
         )));

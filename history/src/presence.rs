@@ -27,6 +27,15 @@ pub const PRESENCE_MAGIC: [u8; 8] = *b"STRHPRES";
 /// Format version of a presence record.
 pub const PRESENCE_VERSION: u32 = 1;
 const HEAD_BYTES: usize = 22;
+
+/// The fixed part of a presence record, for the check that `docs/FORMAT.md` agrees.
+pub const PRESENCE_LAYOUT: strata_engine::format::Layout = strata_engine::format::Layout {
+    name: "history.presence",
+    offsets: &[0, 8, 12, 20],
+    bytes: HEAD_BYTES,
+    magics: &[PRESENCE_MAGIC],
+    version: Some(PRESENCE_VERSION),
+};
 const COLUMN_BYTES: usize = 9;
 
 /// What one shard holds: which blocks, and how many value bytes per column.
@@ -108,9 +117,8 @@ impl Presence {
 
     pub fn encode(&self) -> Vec<u8> {
         let bitset_bytes = self.width.div_ceil(8) as usize;
-        let mut out = Vec::with_capacity(
-            HEAD_BYTES + COLUMN_BYTES * self.columns.len() + bitset_bytes + 8,
-        );
+        let mut out =
+            Vec::with_capacity(HEAD_BYTES + COLUMN_BYTES * self.columns.len() + bitset_bytes + 8);
         out.extend_from_slice(&PRESENCE_MAGIC);
         out.extend_from_slice(&PRESENCE_VERSION.to_le_bytes());
         out.extend_from_slice(&self.width.to_le_bytes());
@@ -147,13 +155,21 @@ impl Presence {
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
         let stored_width = u64_at(12);
         if stored_width != width {
-            return Err(bad(12, format!("width {stored_width}, the database's is {width}")));
+            return Err(bad(
+                12,
+                format!("width {stored_width}, the database's is {width}"),
+            ));
         }
         let ncols = u16::from_le_bytes([bytes[20], bytes[21]]) as usize;
         let bitset_bytes = width.div_ceil(8) as usize;
         let expected = HEAD_BYTES + COLUMN_BYTES * ncols + bitset_bytes;
         if body_end != expected {
-            return Err(bad(20, format!("{body_end} bytes before the checksum, expected {expected} for {ncols} columns")));
+            return Err(bad(
+                20,
+                format!(
+                    "{body_end} bytes before the checksum, expected {expected} for {ncols} columns"
+                ),
+            ));
         }
         let mut p = Presence::new(width);
         let mut last = None;

@@ -30,10 +30,11 @@ use std::sync::Arc;
 pub use strata_compactor::ThreadCompactor;
 pub use strata_engine::{
     fused_next, prefix_successor, Batch, CompactionOptions, CompactionReport, Durability,
-    EntryKind, Error, Event, EventLog, EventSink, SealDigest, ShardSeal, IndexKind, IndexParams, IndexPolicy, MergeSource,
-    Merger, NoEvents, OpRef, Options, PolicyOptions, Result, RunStats, ShardId, ShardStats,
-    Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES, DEFAULT_MAX_OPEN_FILES,
-    MAX_BATCH_OPS, MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES, WAL_RECOVERY_WINDOW_BYTES,
+    EntryKind, Error, Event, EventLog, EventSink, IndexKind, IndexParams, IndexPolicy, MergeSource,
+    Merger, NoEvents, OpRef, Options, PolicyOptions, Result, RunStats, SealDigest, ShardId,
+    ShardSeal, ShardStats, Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES,
+    DEFAULT_MAX_OPEN_FILES, MAX_BATCH_OPS, MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    WAL_RECOVERY_WINDOW_BYTES,
 };
 pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};

@@ -341,7 +341,12 @@ pub fn history_step(
             numbers.dedup();
             let values: Vec<Vec<(strata_history::Column, Vec<u8>)>> = numbers
                 .iter()
-                .map(|&n| HISTORY_COLUMNS.iter().map(|&c| (c, history_value(n, c))).collect())
+                .map(|&n| {
+                    HISTORY_COLUMNS
+                        .iter()
+                        .map(|&c| (c, history_value(n, c)))
+                        .collect()
+                })
                 .collect();
             let columns: Vec<Vec<(strata_history::Column, &[u8])>> = values
                 .iter()

@@ -44,6 +44,8 @@ fn layouts() -> Vec<Layout> {
         strata_wal::RECORD_HEADER_LAYOUT,
         strata_index_inmem::INMEM_HEADER_LAYOUT,
         strata_index_disk::DISK_HEADER_LAYOUT,
+        strata_history::presence::PRESENCE_LAYOUT,
+        strata_history::ROLLBACK_LAYOUT,
     ]);
     all
 }
@@ -54,7 +56,7 @@ fn every_byte_table_matches_the_code() {
     let layouts = layouts();
     assert_eq!(
         layouts.len(),
-        8,
+        10,
         "a layout was added: mark its table in FORMAT.md"
     );
     for layout in layouts {

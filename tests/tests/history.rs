@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 
 use rand::{Rng, SeedableRng};
 use strata_history::era1::{self, Era1Reader};
-use strata_history::{
-    Block, Column, Error, HistoryOptions, HistoryStore, BODY, HEADER, RECEIPTS,
-};
+use strata_history::{Block, Column, Error, HistoryOptions, HistoryStore, BODY, HEADER, RECEIPTS};
 use strata_tests::{history_value, HISTORY_BLOCKS, HISTORY_COLUMNS, HISTORY_SHARD_BLOCKS};
 
 fn era1_dir() -> PathBuf {
@@ -36,26 +34,42 @@ fn a_sealed_shard_refuses_writes_survives_reopen_and_verify_checks_its_digest() 
     o.compaction.complete_behind_writes = false;
     let db = strata::Db::open(&path, o.clone()).unwrap();
     for k in 0u64..25 {
-        db.put(&k.to_be_bytes(), format!("v{k}").as_bytes()).unwrap();
+        db.put(&k.to_be_bytes(), format!("v{k}").as_bytes())
+            .unwrap();
     }
     db.delete(&3u64.to_be_bytes()).unwrap();
     let seal = db.seal(strata::ShardId(0)).unwrap();
     assert_eq!(seal.entries, 9, "nine live keys in shard 0");
-    assert_eq!(db.seal(strata::ShardId(0)).unwrap(), seal, "sealing again is a no-op");
+    assert_eq!(
+        db.seal(strata::ShardId(0)).unwrap(),
+        seal,
+        "sealing again is a no-op"
+    );
     let e = db.put(&4u64.to_be_bytes(), b"x").unwrap_err();
     assert!(matches!(e, strata::Error::Sealed { shard: 0 }), "{e}");
     // A batch that touches a sealed shard is refused whole.
     let mut b = strata::Batch::new();
     b.put(15u64.to_be_bytes().to_vec(), b"y".to_vec());
     b.put(5u64.to_be_bytes().to_vec(), b"y".to_vec());
-    assert!(matches!(db.write_batch(&b), Err(strata::Error::Sealed { shard: 0 })));
+    assert!(matches!(
+        db.write_batch(&b),
+        Err(strata::Error::Sealed { shard: 0 })
+    ));
     assert_eq!(db.get(&15u64.to_be_bytes()).unwrap(), Some(b"v15".to_vec()));
-    assert_eq!(db.stats().shards[0].runs.len(), 1, "sealed shard is one run");
+    assert_eq!(
+        db.stats().shards[0].runs.len(),
+        1,
+        "sealed shard is one run"
+    );
     db.close().unwrap();
 
     let manifest = path.join("shard-0000000000000000/MANIFEST");
     let bytes = std::fs::read(&manifest).unwrap();
-    assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "a sealed manifest is version 2");
+    assert_eq!(
+        bytes[8..12],
+        2u32.to_le_bytes(),
+        "a sealed manifest is version 2"
+    );
     assert!(!strata::verify::verify(&path).unwrap().damaged());
 
     let db = strata::Db::open(&path, o.clone()).unwrap();
@@ -71,7 +85,10 @@ fn a_sealed_shard_refuses_writes_survives_reopen_and_verify_checks_its_digest() 
     let report = strata::verify::verify(&path).unwrap();
     assert!(report.damaged());
     assert!(
-        report.findings.iter().any(|f| f.detail.contains("seal's digest")),
+        report
+            .findings
+            .iter()
+            .any(|f| f.detail.contains("seal's digest")),
         "{:?}",
         report.findings
     );
@@ -93,7 +110,12 @@ fn a_sealed_shard_refuses_writes_survives_reopen_and_verify_checks_its_digest() 
 fn put(store: &HistoryStore, numbers: &[u64]) -> Result<(), Error> {
     let values: Vec<Vec<(Column, Vec<u8>)>> = numbers
         .iter()
-        .map(|&n| HISTORY_COLUMNS.iter().map(|&c| (c, history_value(n, c))).collect())
+        .map(|&n| {
+            HISTORY_COLUMNS
+                .iter()
+                .map(|&c| (c, history_value(n, c)))
+                .collect()
+        })
         .collect();
     let columns: Vec<Vec<(Column, &[u8])>> = values
         .iter()
@@ -137,11 +159,21 @@ fn check_store(store: &HistoryStore, present: &BTreeSet<u64>, what: &str) {
     let stats = store.stats();
     assert_eq!(stats.blocks, present.len() as u64, "{what}");
     for c in HISTORY_COLUMNS {
-        let bytes: u64 = present.iter().map(|&n| history_value(n, c).len() as u64).sum();
-        assert_eq!(stats.column_bytes.get(&c).copied().unwrap_or(0), bytes, "{what}");
+        let bytes: u64 = present
+            .iter()
+            .map(|&n| history_value(n, c).len() as u64)
+            .sum();
+        assert_eq!(
+            stats.column_bytes.get(&c).copied().unwrap_or(0),
+            bytes,
+            "{what}"
+        );
     }
     for shard in stats.sealed_shards {
-        assert!(store.shard_is_full(shard), "{what}: sealed shard {shard} has a gap");
+        assert!(
+            store.shard_is_full(shard),
+            "{what}: sealed shard {shard} has a gap"
+        );
     }
 }
 
@@ -198,10 +230,23 @@ fn a_node_syncing_from_three_sources_sees_exact_missing_ranges() {
         store.missing(0..HISTORY_BLOCKS).collect::<Vec<_>>(),
         vec![70..75]
     );
-    assert!(matches!(store.seal(4), Err(Error::Gap { first_missing: 70, missing: 5, .. })));
+    assert!(matches!(
+        store.seal(4),
+        Err(Error::Gap {
+            first_missing: 70,
+            missing: 5,
+            ..
+        })
+    ));
     assert!(store.is_sealed(0) && store.is_sealed(3) && !store.is_sealed(4));
     // A write into a sealed shard is refused, before anything is written.
-    assert!(matches!(put(&store, &[72, 3]), Err(Error::Sealed { number: 3, shard: 0 })));
+    assert!(matches!(
+        put(&store, &[72, 3]),
+        Err(Error::Sealed {
+            number: 3,
+            shard: 0
+        })
+    ));
     assert!(!store.has(72));
 
     // A rollback into sealed shard 2 unseals it and removes every block above 40.
@@ -304,21 +349,32 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
                 let touched: BTreeSet<u64> = after.difference(&present).copied().collect();
                 for n in 0..HISTORY_BLOCKS {
                     if !touched.contains(&n) {
-                        assert_eq!(actual.contains(&n), present.contains(&n), "{what}: block {n}");
+                        assert_eq!(
+                            actual.contains(&n),
+                            present.contains(&n),
+                            "{what}: block {n}"
+                        );
                     }
                 }
-                let shards: BTreeSet<u64> = touched.iter().map(|n| n / HISTORY_SHARD_BLOCKS).collect();
+                let shards: BTreeSet<u64> =
+                    touched.iter().map(|n| n / HISTORY_SHARD_BLOCKS).collect();
                 for s in shards {
                     let in_shard: Vec<bool> = touched
                         .iter()
                         .filter(|n| *n / HISTORY_SHARD_BLOCKS == s)
                         .map(|n| actual.contains(n))
                         .collect();
-                    assert!(in_shard.iter().all(|&b| b == in_shard[0]), "{what}: shard {s} half written");
+                    assert!(
+                        in_shard.iter().all(|&b| b == in_shard[0]),
+                        "{what}: shard {s} half written"
+                    );
                 }
             }
             (Some(op), Some(after)) if op.starts_with("rollback ") => {
-                assert!(actual == present || actual == *after, "{what}: rollback not atomic");
+                assert!(
+                    actual == present || actual == *after,
+                    "{what}: rollback not atomic"
+                );
             }
             _ => assert_eq!(actual, present, "{what}"),
         }
@@ -332,7 +388,11 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
 
 fn apply(present: &mut BTreeSet<u64>, op: &str) {
     if let Some(list) = op.strip_prefix("put ") {
-        present.extend(list.split(',').filter(|s| !s.is_empty()).map(|n| n.parse::<u64>().unwrap()));
+        present.extend(
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|n| n.parse::<u64>().unwrap()),
+        );
     } else if let Some(to) = op.strip_prefix("rollback ") {
         let to: u64 = to.parse().unwrap();
         present.retain(|&n| n <= to);
@@ -355,7 +415,9 @@ fn blocks_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
         let data = &bytes[at + 8..at + 8 + len];
         if (3..=5).contains(&ty) {
             let mut d = Vec::new();
-            snap::read::FrameDecoder::new(data).read_to_end(&mut d).unwrap();
+            snap::read::FrameDecoder::new(data)
+                .read_to_end(&mut d)
+                .unwrap();
             parts.push(d);
             if ty == 5 {
                 let r = parts.pop().unwrap();
@@ -389,7 +451,10 @@ fn era1_import_of_mainnet_blocks_0_to_16383_is_exact() {
     assert_eq!(report.sealed, vec![0], "blocks 0..10000 fill shard 0");
     assert!(calls >= 2);
     assert_eq!(store.missing(0..16384).count(), 0);
-    assert_eq!(store.missing(0..16385).collect::<Vec<_>>(), vec![16384..16385]);
+    assert_eq!(
+        store.missing(0..16385).collect::<Vec<_>>(),
+        vec![16384..16385]
+    );
 
     let expected: Vec<_> = era1_files().iter().flat_map(|f| blocks_of(f)).collect();
     assert_eq!(expected.len(), 16384);
@@ -418,7 +483,10 @@ fn era1_import_of_mainnet_blocks_0_to_16383_is_exact() {
         }
     }
     let stats = store.stats();
-    let bytes: u64 = expected.iter().map(|(h, b, r)| (h.len() + b.len() + r.len()) as u64).sum();
+    let bytes: u64 = expected
+        .iter()
+        .map(|(h, b, r)| (h.len() + b.len() + r.len()) as u64)
+        .sum();
     assert_eq!(stats.column_bytes.values().sum::<u64>(), bytes);
     assert_eq!(report.bytes, bytes);
     // A second import skips the sealed shard and rewrites the rest: nothing changes.
@@ -439,11 +507,21 @@ fn era1_import_peak_rss_is_under_32_mib() {
         .args(era1_files())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8(out.stdout).unwrap();
-    let f: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(f[0], 16384);
-    eprintln!("era1 import peak RSS: {:.1} MiB", f[1] as f64 / (1 << 20) as f64);
+    eprintln!(
+        "era1 import peak RSS: {:.1} MiB",
+        f[1] as f64 / (1 << 20) as f64
+    );
     assert!(f[1] < 32 << 20, "peak RSS {} bytes", f[1]);
 }
 
@@ -469,14 +547,24 @@ fn rlp_len(base: u8, len: usize) -> Vec<u8> {
     if len < 56 {
         return vec![base + len as u8];
     }
-    let be: Vec<u8> = (len as u64).to_be_bytes().iter().copied().skip_while(|&b| b == 0).collect();
+    let be: Vec<u8> = (len as u64)
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|&b| b == 0)
+        .collect();
     let mut out = vec![base + 55 + be.len() as u8];
     out.extend(be);
     out
 }
 
 fn rlp_uint(n: u64) -> Vec<u8> {
-    let be: Vec<u8> = n.to_be_bytes().iter().copied().skip_while(|&b| b == 0).collect();
+    let be: Vec<u8> = n
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|&b| b == 0)
+        .collect();
     rlp_bytes(&be)
 }
 
@@ -502,15 +590,26 @@ fn built_block(n: u64, rng: &mut rand::rngs::SmallRng) -> (Vec<u8>, Vec<u8>, Vec
     let header = rlp_list(&fields);
     let txs: Vec<Vec<u8>> = (0..rng.random_range(0..6))
         .map(|t| {
-            let data: Vec<u8> = (0..rng.random_range(0..20_000)).map(|_| rng.random()).collect();
+            let data: Vec<u8> = (0..rng.random_range(0..20_000))
+                .map(|_| rng.random())
+                .collect();
             rlp_list(&[rlp_uint(t), rlp_uint(n), rlp_bytes(&data)])
         })
         .collect();
     let body = rlp_list(&[rlp_list(&txs), rlp_list(&[])]);
     let receipts: Vec<Vec<u8>> = (0..txs.len())
         .map(|i| {
-            let log = rlp_list(&[rlp_bytes(&[9; 20]), rlp_list(&[rlp_bytes(&[i as u8; 32])]), rlp_bytes(&[1, 2, 3])]);
-            rlp_list(&[rlp_uint(1), rlp_uint(21000 * (i as u64 + 1)), rlp_bytes(&[0; 256]), rlp_list(&[log])])
+            let log = rlp_list(&[
+                rlp_bytes(&[9; 20]),
+                rlp_list(&[rlp_bytes(&[i as u8; 32])]),
+                rlp_bytes(&[1, 2, 3]),
+            ]);
+            rlp_list(&[
+                rlp_uint(1),
+                rlp_uint(21000 * (i as u64 + 1)),
+                rlp_bytes(&[0; 256]),
+                rlp_list(&[log]),
+            ])
         })
         .collect();
     (header, body, rlp_list(&receipts))
@@ -560,7 +659,10 @@ fn era1_blocks_with_transactions_and_receipts_round_trip() {
         assert_eq!(&store.get(n, BODY).unwrap().unwrap(), b);
         assert_eq!(&store.get(n, RECEIPTS).unwrap().unwrap(), r);
     }
-    assert_eq!(store.missing(4990..5310).collect::<Vec<_>>(), vec![4990..5000, 5300..5310]);
+    assert_eq!(
+        store.missing(4990..5310).collect::<Vec<_>>(),
+        vec![4990..5000, 5300..5310]
+    );
     store.close().unwrap();
 }
 
@@ -602,9 +704,16 @@ fn damaged_era1_files_are_errors_naming_the_file_and_offset() {
     wrong.swap(1, 2);
     write_era1(&bad, 0, &wrong);
     let e = read_all(&bad).unwrap_err().to_string();
-    assert!(e.contains("header of block 2 where the index puts block 1"), "{e}");
+    assert!(
+        e.contains("header of block 2 where the index puts block 1"),
+        "{e}"
+    );
     // An import that fails stores the blocks before the bad one, all of them present.
     let store = HistoryStore::open(dir.path().join("db"), HistoryOptions::default()).unwrap();
     assert!(era1::import(&store, &[bad], &mut |_| {}).is_err());
-    assert_eq!(store.stats().blocks, 0, "the bad block was in the first batch");
+    assert_eq!(
+        store.stats().blocks,
+        0,
+        "the bad block was in the first batch"
+    );
 }

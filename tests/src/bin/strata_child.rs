@@ -92,8 +92,8 @@ fn main() {
         }
         Some("fault-workload") => fault_workload(Path::new(&args[2])),
         Some("era1-import") => {
-            let store = strata_history::HistoryStore::open(&args[2], Default::default())
-                .expect("open");
+            let store =
+                strata_history::HistoryStore::open(&args[2], Default::default()).expect("open");
             let files: Vec<std::path::PathBuf> = args[3..].iter().map(Into::into).collect();
             let r = strata_history::era1::import(&store, &files, &mut |_| {}).expect("import");
             store.close().expect("close");
