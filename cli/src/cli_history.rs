@@ -2,7 +2,7 @@
 //! presence and missing ranges, seal, rollback).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Subcommand;
@@ -23,9 +23,10 @@ pub enum History {
         /// The store's directory (created if missing).
         #[arg(long)]
         db: PathBuf,
-        /// Blocks per shard of a new store.
-        #[arg(long, default_value_t = strata_history::DEFAULT_SHARD_BLOCKS)]
-        shard_blocks: u64,
+        /// Blocks per shard of a new store (default 10,000); an existing store keeps its own,
+        /// and giving another value is an error.
+        #[arg(long)]
+        shard_blocks: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -35,7 +36,8 @@ pub enum History {
     Get {
         /// Block number.
         number: u64,
-        /// header, body, receipts, or a column number.
+        /// `header` (column 1), `body` (2), `receipts` (3), or a column number from 4 to 255
+        /// that a program using the library wrote.
         #[arg(long, default_value = "header")]
         column: String,
         /// The store's directory.
@@ -51,7 +53,7 @@ pub enum History {
         /// The store's directory.
         #[arg(long)]
         db: PathBuf,
-        /// First block to consider (default 0).
+        /// First block to consider.
         #[arg(long, default_value_t = 0)]
         from: u64,
         /// Last block to consider (default: the highest present).
@@ -74,7 +76,10 @@ pub enum History {
     },
 }
 
-fn open_existing(db: &PathBuf) -> Result<HistoryStore, Box<dyn std::error::Error>> {
+fn open_existing(db: &Path) -> Result<HistoryStore, Box<dyn std::error::Error>> {
+    if !db.join(strata::DB_FILE).is_file() {
+        return Err(format!("{} holds no history store (no STRATA file)", db.display()).into());
+    }
     let options = HistoryOptions {
         create_if_missing: false,
         ..HistoryOptions::default()
@@ -101,6 +106,9 @@ pub fn run(command: History) -> CliResult {
                 format!("unknown column {column:?}: header, body, receipts or 1 to 255")
             })?;
             let store = open_existing(&db)?;
+            if !store.has(number) {
+                return Err(format!("block {number} is not in the store").into());
+            }
             match store.get(number, column)? {
                 Some(v) if hex => println!("{}", hex::encode(v)),
                 Some(v) => std::io::stdout().lock().write_all(&v)?,
@@ -111,6 +119,9 @@ pub fn run(command: History) -> CliResult {
             Ok(())
         }
         History::Missing { db, from, to } => {
+            if to.is_some_and(|t| t < from) {
+                return Err(format!("--from {from} is above --to {}", to.unwrap_or(0)).into());
+            }
             let store = open_existing(&db)?;
             let end = match to {
                 Some(t) => t.saturating_add(1),
@@ -141,8 +152,20 @@ pub fn run(command: History) -> CliResult {
         }
         History::Rollback { number, db } => {
             let store = open_existing(&db)?;
+            let before = store.stats();
             store.rollback_to(number)?;
+            let after = store.stats();
             store.close()?;
+            let unsealed: Vec<u64> = before
+                .sealed_shards
+                .iter()
+                .filter(|s| !after.sealed_shards.contains(s))
+                .copied()
+                .collect();
+            println!(
+                "rolled back to block {number}: removed {} blocks, unsealed shards {unsealed:?}",
+                before.blocks - after.blocks
+            );
             Ok(())
         }
     }
@@ -173,21 +196,49 @@ fn highest(store: &HistoryStore) -> Option<u64> {
     None
 }
 
-fn import(files: &[PathBuf], db: &PathBuf, shard_blocks: u64, json: bool) -> CliResult {
+fn import(files: &[PathBuf], db: &Path, shard_blocks: Option<u64>, json: bool) -> CliResult {
+    // Every file's version record and block index are checked before anything is written.
     let mut total = 0;
     for f in files {
         total += era1::Era1Reader::open(f)?.count();
     }
     let options = HistoryOptions {
-        shard_blocks,
+        shard_blocks: shard_blocks.unwrap_or(strata_history::DEFAULT_SHARD_BLOCKS),
         ..HistoryOptions::default()
     };
     let store = HistoryStore::open(db, options)?;
+    if let Some(w) = shard_blocks.filter(|&w| w != store.shard_blocks()) {
+        return Err(format!(
+            "{} is a store of {} blocks per shard; --shard-blocks {w} applies to new stores only",
+            db.display(),
+            store.shard_blocks()
+        )
+        .into());
+    }
     let started = Instant::now();
     let mut progress = Progress::new(total, json);
-    let report = era1::import(&store, files, &mut |done| {
-        progress.update("import", done, json)
-    })?;
+    let result = era1::import_each(
+        &store,
+        files,
+        &mut |done| progress.update("import", done, json),
+        &mut |file, r| {
+            if !json {
+                eprintln!(
+                    "{}: done ({} blocks stored so far)",
+                    file.display(),
+                    r.blocks
+                );
+            }
+        },
+    );
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            progress.finish();
+            let _ = store.close();
+            return Err(format!("{e} (files listed before it are imported and kept)").into());
+        }
+    };
     progress.finish();
     store.close()?;
     let secs = started.elapsed().as_secs_f64();
@@ -197,8 +248,8 @@ fn import(files: &[PathBuf], db: &PathBuf, shard_blocks: u64, json: bool) -> Cli
             "files": report.files,
             "blocks": report.blocks,
             "skipped_blocks": report.skipped,
-            "bytes": report.bytes,
-            "file_bytes": report.file_bytes,
+            "decompressed_bytes": report.bytes,
+            "era1_bytes": report.file_bytes,
             "sealed_shards": report.sealed,
             "seconds": secs,
             "blocks_per_s": report.blocks as f64 / secs,
@@ -206,15 +257,19 @@ fn import(files: &[PathBuf], db: &PathBuf, shard_blocks: u64, json: bool) -> Cli
         });
         println!("{out}");
     } else {
+        let sealed = match (report.sealed.first(), report.sealed.last()) {
+            (Some(a), Some(b)) if a != b => format!("{} shards ({a} to {b})", report.sealed.len()),
+            (Some(a), _) => format!("shard {a}"),
+            _ => "none".into(),
+        };
         println!(
-            "imported {} blocks ({:.1} MiB decompressed) from {} files in {secs:.2} s: {:.0} blocks/s, {:.1} MiB/s; {} skipped (sealed before); sealed shards {:?}",
+            "imported {} blocks ({:.1} MiB decompressed) from {} file(s) in {secs:.2} s: {:.0} blocks/s, {:.1} MiB/s; {} skipped (already in the store); sealed: {sealed}",
             report.blocks,
             mib,
             report.files,
             report.blocks as f64 / secs,
             mib / secs,
             report.skipped,
-            report.sealed
         );
     }
     Ok(())

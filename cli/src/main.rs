@@ -643,7 +643,8 @@ fn repair(dir: &Path) -> CliResult {
 }
 
 fn verify(dir: &Path) -> CliResult {
-    let report = strata::verify::verify(dir)?;
+    let report =
+        strata::verify::verify(dir).map_err(|e| format!("verify {}: {e}", dir.display()))?;
     for f in &report.findings {
         let at = f
             .offset

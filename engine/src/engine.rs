@@ -555,7 +555,13 @@ impl<W: Wal> Engine<W> {
         s.unseal()
     }
 
-    /// The seal of `shard`, if it is sealed.
+    /// Whether `shard` refuses writes because it is sealed or being sealed (no lock taken: the
+    /// check a write path makes).
+    pub fn is_sealed(&self, shard: ShardId) -> bool {
+        self.shard(shard).is_some_and(|s| s.is_sealed())
+    }
+
+    /// The seal of `shard`, if it is sealed (waits for a compaction of the shard to finish).
     pub fn seal_of(&self, shard: ShardId) -> Option<crate::manifest::ShardSeal> {
         self.shard(shard).and_then(|s| s.seal())
     }

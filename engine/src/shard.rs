@@ -870,13 +870,16 @@ impl<W: Wal> Shard<W> {
     }
 
     pub fn stats(&self) -> ShardStats {
+        // The manifest lock comes before the state lock (a compaction holds the manifest while
+        // it installs into the state): read the seal first.
+        let seal = self.seal();
         let st = self.state.read();
         let names = self.name_of_kind.lock();
         let mut s = ShardStats {
             id: self.id,
             wal: self.wal.stats(),
             poisoned: self.is_poisoned(),
-            seal: self.manifest.lock().seal.clone(),
+            seal,
             ..Default::default()
         };
         for m in std::iter::once(&st.active).chain(st.frozen.iter()) {

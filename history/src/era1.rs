@@ -33,7 +33,7 @@ pub const IMPORT_BATCH_BYTES: usize = 4 << 20;
 /// Read buffer of an era1 file.
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
 
-const VERSION: u16 = 0x3265;
+const VERSION_RECORD: [u8; 8] = [0x65, 0x32, 0, 0, 0, 0, 0, 0];
 const COMPRESSED_HEADER: u16 = 0x03;
 const COMPRESSED_BODY: u16 = 0x04;
 const COMPRESSED_RECEIPTS: u16 = 0x05;
@@ -90,14 +90,31 @@ impl Era1Reader {
             next: 0,
             compressed: Vec::new(),
         };
-        let (ty, n) = r.record_header()?;
-        if ty != VERSION || n != 0 {
+        let mut first = [0u8; 8];
+        if len < RECORD_HEADER_BYTES || r.read_exact(&mut first).is_err() || first != VERSION_RECORD
+        {
             return Err(r.bad(
                 0,
-                format!("starts with record type {ty:#06x} of {n} bytes, not the version record"),
+                "not an era1 file: it does not start with the e2store version record \
+                 (65 32 00 00 00 00 00 00)"
+                    .into(),
             ));
         }
-        r.read_index(len)?;
+        r.read_index(len).map_err(|e| match e {
+            Error::Era1 {
+                path,
+                offset,
+                detail,
+            } => Error::Era1 {
+                path,
+                offset,
+                detail: format!(
+                    "the file does not end with a block index (truncated, or not an era1 \
+                     file): {detail}"
+                ),
+            },
+            e => e,
+        })?;
         r.seek(RECORD_HEADER_BYTES)?;
         Ok(r)
     }
@@ -244,10 +261,27 @@ impl Era1Reader {
     /// The next block, or `None` after the last one (once the records between the last block
     /// and the index, which must include the accumulator, are checked).
     pub fn next_block(&mut self) -> Result<Option<Era1Block>> {
-        let Some(&expected_at) = self.offsets.get(self.next) else {
+        if self.next >= self.offsets.len() {
             return self.finish().map(|()| None);
-        };
+        }
         let number = self.start + self.next as u64;
+        self.block_tuple(number).map(Some).map_err(|e| match e {
+            Error::Era1 {
+                path,
+                offset,
+                detail,
+            } => Error::Era1 {
+                path,
+                offset,
+                detail: format!("block {number}: {detail}"),
+            },
+            e => e,
+        })
+    }
+
+    /// Reads the records of block `number` (the next one).
+    fn block_tuple(&mut self, number: u64) -> Result<Era1Block> {
+        let expected_at = self.offsets[self.next];
         if self.pos != expected_at {
             return Err(self.bad(self.pos, format!("block {number}'s header record is at {expected_at} by the block index, but the records put it here")));
         }
@@ -276,13 +310,13 @@ impl Era1Reader {
             )
         })?;
         self.next += 1;
-        Ok(Some(Era1Block {
+        Ok(Era1Block {
             number,
             header,
             body,
             receipts,
             total_difficulty,
-        }))
+        })
     }
 
     /// Block `i` of the file (0 is [`Era1Reader::start`]), found through the block index and
@@ -406,7 +440,8 @@ pub struct ImportReport {
     pub files: u64,
     /// Blocks stored.
     pub blocks: u64,
-    /// Blocks skipped because their shard is sealed (imported before).
+    /// Blocks skipped because the store holds them already (era1 blocks are canonical: a
+    /// block present is the same block).
     pub skipped: u64,
     /// Decompressed bytes stored (header, body and receipts).
     pub bytes: u64,
@@ -417,8 +452,9 @@ pub struct ImportReport {
 }
 
 /// Imports era1 files into `store`: every block's header, body and receipts, in batches of at
-/// most [`IMPORT_BATCH_BYTES`]; a shard is sealed as soon as all its blocks are in. Blocks of
-/// shards sealed before are skipped. Each file is synced when done. `progress` gets the blocks
+/// most [`IMPORT_BATCH_BYTES`]; a shard is sealed as soon as all its blocks are in. Blocks the
+/// store holds already are skipped (so are repeats within the files given). Each file is
+/// synced when done. `progress` gets the blocks
 /// stored so far after each batch. A malformed file stops the import with an error naming the
 /// file and offset; blocks of earlier batches stay stored (and present).
 pub fn import(
@@ -426,13 +462,23 @@ pub fn import(
     files: &[PathBuf],
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
+    import_each(store, files, progress, &mut |_, _| {})
+}
+
+/// [`import`], calling `done` with each file and the report so far once it is imported.
+pub fn import_each(
+    store: &HistoryStore,
+    files: &[PathBuf],
+    progress: &mut dyn FnMut(u64),
+    done: &mut dyn FnMut(&Path, &ImportReport),
+) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     for path in files {
         let mut reader = Era1Reader::open(path)?;
         let mut batch: Vec<Era1Block> = Vec::new();
         let mut batch_bytes = 0;
         while let Some(block) = reader.next_block()? {
-            if store.is_sealed(store.shard_of(block.number)) {
+            if store.has(block.number) || batch.iter().any(|b| b.number == block.number) {
                 report.skipped += 1;
                 continue;
             }
@@ -449,6 +495,7 @@ pub fn import(
         store.sync()?;
         report.files += 1;
         report.file_bytes += reader.pos;
+        done(path, &report);
     }
     Ok(report)
 }

@@ -271,8 +271,26 @@ impl HistoryStore {
         };
         let mut presence = BTreeMap::new();
         for shard in db.shards() {
-            if let Some(bytes) = db.get(&key(shard.0 * width, 0))? {
-                presence.insert(shard.0, Presence::decode(&bytes, width, dir, shard.0)?);
+            let start = shard.0 * width;
+            match db.get(&key(start, 0))? {
+                Some(bytes) => {
+                    presence.insert(shard.0, Presence::decode(&bytes, width, dir, shard.0)?);
+                }
+                None => {
+                    // Every batch that writes a block writes its shard's presence record.
+                    let end = key(start.saturating_add(width), 0);
+                    if db
+                        .range(key(start, 0)..end)
+                        .map(|mut s| s.next().is_some())?
+                    {
+                        return Err(Error::Invalid(format!(
+                            "{} is not a history store: shard {} holds keys but no presence \
+                             record",
+                            dir.display(),
+                            shard.0
+                        )));
+                    }
+                }
             }
         }
         let store = HistoryStore {
@@ -325,7 +343,7 @@ impl HistoryStore {
                 return Err(Error::Invalid("column 0 is reserved".into()));
             }
             let shard = self.shard_of(b.number);
-            if self.db.seal_of(ShardId(shard)).is_some() {
+            if self.db.is_sealed(ShardId(shard)) {
                 return Err(Error::Sealed {
                     number: b.number,
                     shard,
@@ -472,7 +490,7 @@ impl HistoryStore {
 
     /// Whether shard `shard` is sealed.
     pub fn is_sealed(&self, shard: u64) -> bool {
-        self.db.seal_of(ShardId(shard)).is_some()
+        self.db.is_sealed(ShardId(shard))
     }
 
     /// Removes every block above `number`, atomically and durably: the rollback is recorded in
@@ -573,7 +591,7 @@ impl HistoryStore {
             for (&c, &bytes) in &p.columns {
                 *s.column_bytes.entry(Column(c)).or_insert(0) += bytes;
             }
-            if self.db.seal_of(ShardId(shard)).is_some() {
+            if self.db.is_sealed(ShardId(shard)) {
                 s.sealed_shards.push(shard);
             }
         }

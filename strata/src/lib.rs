@@ -44,6 +44,9 @@ pub use strata_wal::FileWal;
 /// write costs on disk beyond its payload.
 pub const WAL_RECORD_OVERHEAD_BYTES: usize = strata_wal::RECORD_OVERHEAD_BYTES;
 
+/// The file that makes a directory a strata database (its identity: the sharding rule).
+pub const DB_FILE: &str = strata_engine::format::DB_FILE;
+
 /// An iterator over a key range, in key order.
 pub type Scan = strata_engine::Scan<FileWal>;
 
@@ -164,6 +167,11 @@ impl Db {
     /// Removes the seal of `shard`, durably, so that it accepts writes again.
     pub fn unseal(&self, shard: ShardId) -> Result<()> {
         self.engine.unseal(shard)
+    }
+
+    /// Whether `shard` refuses writes because it is sealed or being sealed.
+    pub fn is_sealed(&self, shard: ShardId) -> bool {
+        self.engine.is_sealed(shard)
     }
 
     /// The seal of `shard`, if it is sealed.

@@ -489,9 +489,9 @@ fn era1_import_of_mainnet_blocks_0_to_16383_is_exact() {
         .sum();
     assert_eq!(stats.column_bytes.values().sum::<u64>(), bytes);
     assert_eq!(report.bytes, bytes);
-    // A second import skips the sealed shard and rewrites the rest: nothing changes.
+    // A second import skips every block it holds: nothing changes.
     let again = era1::import(&store, &era1_files(), &mut |_| {}).unwrap();
-    assert_eq!((again.blocks, again.skipped), (6384, 10000));
+    assert_eq!((again.blocks, again.skipped), (0, 16384));
     assert_eq!(store.stats(), stats);
     store.close().unwrap();
     let v = strata::verify::verify(&path).unwrap();
@@ -699,6 +699,13 @@ fn damaged_era1_files_are_errors_naming_the_file_and_offset() {
             assert!(e.to_string().contains("bad.era1"), "{e}");
         }
     }
+    // What a user meets first: another kind of file, and a file cut short.
+    std::fs::write(&bad, b"# README\nnot an era1 file").unwrap();
+    let e = read_all(&bad).unwrap_err().to_string();
+    assert!(e.contains("not an era1 file"), "{e}");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let e = read_all(&bad).unwrap_err().to_string();
+    assert!(e.contains("truncated, or not an era1 file"), "{e}");
     // A header whose number is not the index's.
     let mut wrong = blocks.clone();
     wrong.swap(1, 2);
