@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::json;
 use strata_stellar::archive::{check_archive, Archive, MergeCheck};
 use strata_stellar::key::{entry_type_name, parse_entry_type, ENTRY_TYPES};
-use strata_stellar::merge::merge_files;
+use strata_stellar::merge::{merge_files, merge_protocol, FIRST_PROTOCOL_WITHOUT_SHADOWS};
 use strata_stellar::stellar_xdr::{LedgerKey, Limits, ReadXdr};
 use strata_stellar::store::LedgerStore;
 
@@ -191,21 +191,34 @@ fn stellar_scan(db: &Path, ty: &str, count: bool, json: bool) -> CliResult {
 
 /// `stellar merge`.
 fn stellar_merge(old: &Path, new: &Path, out: &Path, last_level: bool, json: bool) -> CliResult {
+    let protocol = merge_protocol(old, new)?;
     let summary = merge_files(old, new, out, !last_level)?;
     let hash = hex::encode(summary.hash);
+    let exact = protocol >= FIRST_PROTOCOL_WITHOUT_SHADOWS;
+    let warning = (!exact).then(|| {
+        format!(
+            "protocol {protocol} merge: before protocol {FIRST_PROTOCOL_WITHOUT_SHADOWS} \
+             stellar-core drops entries that newer levels' buckets (shadows) hold, and strata \
+             does not apply shadows: this output may keep entries stellar-core's drops"
+        )
+    });
     if json {
         println!(
             "{}",
-            json!({"sha256": hash, "records": summary.records, "bytes": summary.bytes})
+            json!({"sha256": hash, "records": summary.records, "bytes": summary.bytes,
+                "protocol": protocol, "exact": exact, "warning": warning})
         );
     } else {
+        if let Some(w) = &warning {
+            eprintln!("warning: {w}");
+        }
         println!("{hash}");
     }
     Ok(())
 }
 
-/// Merges and matching merges, by level.
-type PerLevel = BTreeMap<u32, (u64, u64)>;
+/// Merges, matching merges and merges that need shadows (not checkable), by level.
+type PerLevel = BTreeMap<u32, (u64, u64, u64)>;
 
 /// `stellar check-archive`; exits with code 1 if any merge does not match.
 fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
@@ -218,6 +231,7 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
         let e = per_level.entry(c.merge.level).or_default();
         e.0 += 1;
         e.1 += u64::from(c.matched());
+        e.2 += u64::from(!c.matched() && !c.checkable());
     }
     let matched = checks.iter().filter(|c| c.matched()).count();
     if json {
@@ -225,7 +239,7 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
     } else {
         print_checks_text(&checks, &per_level, matched);
     }
-    if matched != checks.len() {
+    if checks.iter().any(|c| !c.matched() && c.checkable()) {
         std::process::exit(1);
     }
     Ok(())
@@ -235,13 +249,14 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
 fn print_checks_json(checks: &[MergeCheck], per_level: &PerLevel, matched: usize) {
     let levels: Vec<_> = per_level
         .iter()
-        .map(|(l, (n, m))| json!({"level": l, "merges": n, "matched": m}))
+        .map(|(l, (n, m, s))| json!({"level": l, "merges": n, "matched": m, "need_shadows": s}))
         .collect();
     let mismatches: Vec<_> = checks
         .iter()
         .filter(|c| !c.matched())
         .map(|c| {
-            json!({"level": c.merge.level, "ledger": c.merge.ledger,
+            json!({"level": c.merge.level, "ledger": c.merge.ledger, "protocol": c.protocol,
+                "checkable": c.checkable(),
                 "expected": hex::encode(c.merge.output), "actual": hex::encode(c.actual)})
         })
         .collect();
@@ -254,14 +269,25 @@ fn print_checks_json(checks: &[MergeCheck], per_level: &PerLevel, matched: usize
 
 /// The outcome of `stellar check-archive`: a line per level, per mismatch, and a total.
 fn print_checks_text(checks: &[MergeCheck], per_level: &PerLevel, matched: usize) {
-    for (l, (n, m)) in per_level {
-        println!("level {l}: {m} of {n} merges match");
+    for (l, (n, m, s)) in per_level {
+        let shadows = if *s > 0 {
+            format!(" ({s} not checkable: protocol before {FIRST_PROTOCOL_WITHOUT_SHADOWS} needs shadows, which strata does not apply)")
+        } else {
+            String::new()
+        };
+        println!("level {l}: {m} of {n} merges match{shadows}");
     }
     for c in checks.iter().filter(|c| !c.matched()) {
         println!(
-            "MISMATCH level {} ledger {}: expected {}, got {}",
+            "{} level {} ledger {} (protocol {}): expected {}, got {}",
+            if c.checkable() {
+                "MISMATCH"
+            } else {
+                "NOT CHECKABLE"
+            },
             c.merge.level,
             c.merge.ledger,
+            c.protocol,
             hex::encode(c.merge.output),
             hex::encode(c.actual)
         );

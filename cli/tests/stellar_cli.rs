@@ -103,6 +103,52 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), hex::encode(m.output));
+    assert!(err.is_empty(), "a protocol-12+ merge is exact: {err}");
+
+    // The same inputs without their METAENTRY are buckets of before protocol 11: the merge
+    // cannot be exact (no shadows), and says so.
+    let strip = |hash: &[u8; 32], name: &str| {
+        let mut gz = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(a.bucket_path(hash)).unwrap()),
+            &mut gz,
+        )
+        .unwrap();
+        let first = u32::from_be_bytes(gz[..4].try_into().unwrap()) & 0x7fff_ffff;
+        let path = dir.path().join(name);
+        std::fs::write(&path, &gz[4 + first as usize..]).unwrap();
+        path
+    };
+    let (old, new) = (strip(&m.curr, "old.xdr"), strip(&m.snap, "new.xdr"));
+    let args = |json: bool| {
+        let mut v = vec![
+            "stellar".to_string(),
+            "merge".into(),
+            old.to_str().unwrap().into(),
+            new.to_str().unwrap().into(),
+            "--out".into(),
+            out_file.to_str().unwrap().into(),
+        ];
+        if json {
+            v.push("--json".into());
+        }
+        v
+    };
+    let text: Vec<String> = args(false);
+    let (ok, _, err) = strata(&text.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        ok && err.contains("warning: protocol 0 merge") && err.contains("shadows"),
+        "{err}"
+    );
+    let js: Vec<String> = args(true);
+    let (ok, out, err) = strata(&js.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let report = json(&out);
+    assert_eq!(
+        (report["protocol"].as_u64(), report["exact"].as_bool()),
+        (Some(0), Some(false))
+    );
+
     let (ok, out, err) = strata(&["stellar", "check-archive", archive, "--json"]);
     assert!(ok, "{err}");
     let report = json(&out);

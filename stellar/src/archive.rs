@@ -311,12 +311,20 @@ pub struct MergeCheck {
     pub actual: [u8; 32],
     /// Entries in the output (METAENTRY included).
     pub records: u64,
+    /// The merge's protocol version (the larger of the inputs').
+    pub protocol: u32,
 }
 
 impl MergeCheck {
     /// Whether the output is byte-identical to the archive's (same SHA-256).
     pub fn matched(&self) -> bool {
         self.actual == self.merge.output
+    }
+
+    /// Whether strata can reproduce this merge exactly: its protocol takes no shadows
+    /// ([`crate::merge::FIRST_PROTOCOL_WITHOUT_SHADOWS`]).
+    pub fn checkable(&self) -> bool {
+        self.protocol >= crate::merge::FIRST_PROTOCOL_WITHOUT_SHADOWS
     }
 }
 
@@ -327,12 +335,12 @@ pub fn check_archive(archive: &Archive, scratch: &Path) -> Result<Vec<MergeCheck
     let mut checks = Vec::new();
     for planned in planned_merges(archive)? {
         let out = scratch.join(format!("merge-{}-{}.xdr", planned.level, planned.ledger));
-        let summary = merge(
+        let (curr, snap) = (
             archive.open_bucket(&planned.curr)?,
             archive.open_bucket(&planned.snap)?,
-            &out,
-            planned.keep_tombstones,
-        )?;
+        );
+        let protocol = curr.ledger_version().max(snap.ledger_version());
+        let summary = merge(curr, snap, &out, planned.keep_tombstones)?;
         std::fs::remove_file(&out).map_err(|source| Error::Io {
             path: out.clone(),
             source,
@@ -341,6 +349,7 @@ pub fn check_archive(archive: &Archive, scratch: &Path) -> Result<Vec<MergeCheck
             merge: planned,
             actual: summary.hash,
             records: summary.records,
+            protocol,
         });
     }
     Ok(checks)

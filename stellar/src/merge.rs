@@ -27,6 +27,21 @@ use crate::error::{Error, Result};
 /// The first protocol version whose buckets carry INITENTRY and METAENTRY records.
 pub const FIRST_PROTOCOL_WITH_META: u32 = 11;
 
+/// The first protocol version whose merges take no shadows. Before it, stellar-core drops from
+/// a merge's output the entries that a newer level's bucket (a shadow) holds; strata does not
+/// apply shadows, so its merges of older buckets may keep entries stellar-core drops. Such a
+/// merge is reported as not exact (`strata stellar merge` warns; `check-archive` does not
+/// count it as checkable).
+pub const FIRST_PROTOCOL_WITHOUT_SHADOWS: u32 = 12;
+
+/// The protocol version of a merge of `old` and `new`: the larger of the inputs' (0 for a
+/// bucket without a METAENTRY).
+pub fn merge_protocol(old: &Path, new: &Path) -> Result<u32> {
+    let old = BucketReader::open(old, None)?.ledger_version();
+    let new = BucketReader::open(new, None)?.ledger_version();
+    Ok(old.max(new))
+}
+
 /// Merges `old` and `new` (both positioned before their first entry, as
 /// [`BucketReader::open`] leaves them) into a bucket at `out`.
 pub fn merge(
