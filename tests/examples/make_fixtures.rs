@@ -1,7 +1,8 @@
 //! Writes the format-v1 fixture databases into `tests/fixtures/v1/` (see
 //! `strata_tests::fixtures`). Run once per format version, from the workspace root:
 //! `cargo run -p strata-tests --example make_fixtures`. The output is committed; the fixture
-//! test then reads those bytes with every later build.
+//! test then reads those bytes with every later build. A fixture that exists is kept (remove
+//! its folder to remake it), so that a new fixture is added without rewriting the others.
 
 use strata_stellar::store::{synthetic, LedgerStore};
 use strata_tests::fixtures::{self, FIXTURES, STELLAR_ENTRIES, STELLAR_NAME};
@@ -10,19 +11,19 @@ fn main() {
     let root = fixtures::dir();
     for f in &FIXTURES {
         let dir = root.join(f.name);
-        assert!(
-            !dir.exists(),
-            "{} exists: remove it to remake it",
-            dir.display()
-        );
-        fixtures::make(f, &dir).expect("make fixture");
+        if !dir.exists() {
+            fixtures::make(f, &dir).expect("make fixture");
+        }
+    }
+    let dir = root.join(fixtures::HISTORY_NAME);
+    if !dir.exists() {
+        fixtures::make_history(&dir).expect("make history fixture");
     }
     let dir = root.join(STELLAR_NAME);
-    assert!(
-        !dir.exists(),
-        "{} exists: remove it to remake it",
-        dir.display()
-    );
+    if dir.exists() {
+        println!("fixtures written to {}", root.display());
+        return;
+    }
     let buckets = tempfile::tempdir().unwrap();
     let sources = synthetic::write_buckets(buckets.path(), STELLAR_ENTRIES).unwrap();
     let mut store = LedgerStore::open(&dir).unwrap();

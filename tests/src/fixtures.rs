@@ -115,3 +115,60 @@ pub fn make(f: &Fixture, dir: &Path) -> strata::Result<()> {
     let _ = std::fs::remove_file(dir.join("LOCK"));
     Ok(())
 }
+
+/// The history store fixture: blocks `0..HISTORY_BLOCKS` but [`HISTORY_GAP`], 16 per shard;
+/// shards 0 and 1 (blocks 0..32) sealed (their manifests are version 2).
+pub const HISTORY_NAME: &str = "history-store";
+/// Blocks per shard of the history fixture.
+pub const HISTORY_SHARD_BLOCKS: u64 = 16;
+/// Blocks of the history fixture: `0..HISTORY_BLOCKS`.
+pub const HISTORY_BLOCKS: u64 = 45;
+/// The blocks the history fixture lacks.
+pub const HISTORY_GAP: std::ops::Range<u64> = 35..38;
+
+/// What column `c` of block `n` holds in the history fixture.
+pub fn history_fixture_value(n: u64, c: u8) -> Vec<u8> {
+    format!("fixture block {n} column {c} ")
+        .repeat(1 + (n % 5) as usize)
+        .into_bytes()
+}
+
+/// Writes the history fixture into the empty directory `dir`.
+pub fn make_history(dir: &Path) -> strata_history::Result<()> {
+    let options = strata_history::HistoryOptions {
+        shard_blocks: HISTORY_SHARD_BLOCKS,
+        ..Default::default()
+    };
+    let store = strata_history::HistoryStore::open(dir, options)?;
+    // Out of order, in two batches, the second shard's blocks written twice.
+    let numbers: Vec<u64> = (0..HISTORY_BLOCKS)
+        .rev()
+        .chain(16..32)
+        .filter(|n| !HISTORY_GAP.contains(n))
+        .collect();
+    for chunk in numbers.chunks(30) {
+        let values: Vec<Vec<(strata_history::Column, Vec<u8>)>> = chunk
+            .iter()
+            .map(|&n| {
+                (1..=3)
+                    .map(|c| (strata_history::Column(c), history_fixture_value(n, c)))
+                    .collect()
+            })
+            .collect();
+        let columns: Vec<Vec<(strata_history::Column, &[u8])>> = values
+            .iter()
+            .map(|v| v.iter().map(|(c, b)| (*c, &b[..])).collect())
+            .collect();
+        let blocks: Vec<strata_history::Block<'_>> = chunk
+            .iter()
+            .zip(&columns)
+            .map(|(&number, columns)| strata_history::Block { number, columns })
+            .collect();
+        store.put_blocks(&blocks)?;
+    }
+    store.seal(0)?;
+    store.seal(1)?;
+    store.close()?;
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+    Ok(())
+}

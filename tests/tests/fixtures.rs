@@ -144,3 +144,41 @@ fn the_stellar_store_fixture_answers_lookups_and_type_scans() {
     assert_eq!(scanned, want);
     store.close().unwrap();
 }
+
+#[test]
+fn the_history_fixture_answers_presence_blocks_and_its_seals() {
+    use fixtures::{history_fixture_value, HISTORY_BLOCKS, HISTORY_GAP, HISTORY_NAME};
+    let tmp = copy_of(HISTORY_NAME);
+    let manifest = tmp.path().join("shard-0000000000000000/MANIFEST");
+    assert_eq!(std::fs::read(manifest).unwrap()[8..12], 2u32.to_le_bytes());
+    let report = strata::verify::verify(tmp.path()).unwrap();
+    assert!(!report.damaged(), "{:?}", report.findings);
+    let options = strata_history::HistoryOptions {
+        create_if_missing: false,
+        ..Default::default()
+    };
+    let store = strata_history::HistoryStore::open(tmp.path(), options).unwrap();
+    assert_eq!(store.shard_blocks(), fixtures::HISTORY_SHARD_BLOCKS);
+    for n in 0..HISTORY_BLOCKS + 3 {
+        let present = n < HISTORY_BLOCKS && !HISTORY_GAP.contains(&n);
+        assert_eq!(store.has(n), present, "block {n}");
+        for c in 1..=3 {
+            let want = present.then(|| history_fixture_value(n, c));
+            assert_eq!(
+                store.get(n, strata_history::Column(c)).unwrap(),
+                want,
+                "block {n}"
+            );
+        }
+    }
+    let missing: Vec<_> = store.missing(0..HISTORY_BLOCKS + 3).collect();
+    assert_eq!(
+        missing,
+        vec![HISTORY_GAP, HISTORY_BLOCKS..HISTORY_BLOCKS + 3]
+    );
+    assert!(store.is_sealed(0) && store.is_sealed(1) && !store.is_sealed(2));
+    let stats = store.stats();
+    assert_eq!(stats.blocks, HISTORY_BLOCKS - 3);
+    assert_eq!(stats.sealed_shards, vec![0, 1]);
+    store.close().unwrap();
+}
