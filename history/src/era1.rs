@@ -100,20 +100,11 @@ impl Era1Reader {
                     .into(),
             ));
         }
-        r.read_index(len).map_err(|e| match e {
-            Error::Era1 {
-                path,
-                offset,
-                detail,
-            } => Error::Era1 {
-                path,
-                offset,
-                detail: format!(
-                    "the file does not end with a block index (truncated, or not an era1 \
-                     file): {detail}"
-                ),
-            },
-            e => e,
+        r.read_index(len).map_err(|e| {
+            context(
+                e,
+                "the file does not end with a block index (truncated, or not an era1 file)",
+            )
         })?;
         r.seek(RECORD_HEADER_BYTES)?;
         Ok(r)
@@ -265,18 +256,9 @@ impl Era1Reader {
             return self.finish().map(|()| None);
         }
         let number = self.start + self.next as u64;
-        self.block_tuple(number).map(Some).map_err(|e| match e {
-            Error::Era1 {
-                path,
-                offset,
-                detail,
-            } => Error::Era1 {
-                path,
-                offset,
-                detail: format!("block {number}: {detail}"),
-            },
-            e => e,
-        })
+        self.block_tuple(number)
+            .map(Some)
+            .map_err(|e| context(e, &format!("block {number}")))
     }
 
     /// Reads the records of block `number` (the next one).
@@ -359,6 +341,22 @@ impl Era1Reader {
             ));
         }
         Ok(())
+    }
+}
+
+/// `e` with `what` before its detail, if it is a format error.
+fn context(e: Error, what: &str) -> Error {
+    match e {
+        Error::Era1 {
+            path,
+            offset,
+            detail,
+        } => Error::Era1 {
+            path,
+            offset,
+            detail: format!("{what}: {detail}"),
+        },
+        e => e,
     }
 }
 

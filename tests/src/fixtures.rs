@@ -147,24 +147,7 @@ pub fn make_history(dir: &Path) -> strata_history::Result<()> {
         .filter(|n| !HISTORY_GAP.contains(n))
         .collect();
     for chunk in numbers.chunks(30) {
-        let values: Vec<Vec<(strata_history::Column, Vec<u8>)>> = chunk
-            .iter()
-            .map(|&n| {
-                (1..=3)
-                    .map(|c| (strata_history::Column(c), history_fixture_value(n, c)))
-                    .collect()
-            })
-            .collect();
-        let columns: Vec<Vec<(strata_history::Column, &[u8])>> = values
-            .iter()
-            .map(|v| v.iter().map(|(c, b)| (*c, &b[..])).collect())
-            .collect();
-        let blocks: Vec<strata_history::Block<'_>> = chunk
-            .iter()
-            .zip(&columns)
-            .map(|(&number, columns)| strata_history::Block { number, columns })
-            .collect();
-        store.put_blocks(&blocks)?;
+        crate::put_history_blocks(&store, chunk, &|n, c| history_fixture_value(n, c.0))?;
     }
     store.seal(0)?;
     store.seal(1)?;

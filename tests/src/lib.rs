@@ -315,6 +315,29 @@ pub fn history_value(number: u64, column: strata_history::Column) -> Vec<u8> {
     v
 }
 
+/// Writes blocks `numbers` with one `put_blocks`, each with the three columns of
+/// [`HISTORY_COLUMNS`] whose bytes `value` gives.
+pub fn put_history_blocks(
+    store: &strata_history::HistoryStore,
+    numbers: &[u64],
+    value: &dyn Fn(u64, strata_history::Column) -> Vec<u8>,
+) -> strata_history::Result<()> {
+    let values: Vec<Vec<(strata_history::Column, Vec<u8>)>> = numbers
+        .iter()
+        .map(|&n| HISTORY_COLUMNS.iter().map(|&c| (c, value(n, c))).collect())
+        .collect();
+    let columns: Vec<Vec<(strata_history::Column, &[u8])>> = values
+        .iter()
+        .map(|v| v.iter().map(|(c, b)| (*c, &b[..])).collect())
+        .collect();
+    let blocks: Vec<strata_history::Block<'_>> = numbers
+        .iter()
+        .zip(&columns)
+        .map(|(&number, columns)| strata_history::Block { number, columns })
+        .collect();
+    store.put_blocks(&blocks)
+}
+
 /// Columns of the history workloads.
 pub const HISTORY_COLUMNS: [strata_history::Column; 3] = [
     strata_history::HEADER,
@@ -339,27 +362,9 @@ pub fn history_step(
                 .collect();
             numbers.sort_unstable();
             numbers.dedup();
-            let values: Vec<Vec<(strata_history::Column, Vec<u8>)>> = numbers
-                .iter()
-                .map(|&n| {
-                    HISTORY_COLUMNS
-                        .iter()
-                        .map(|&c| (c, history_value(n, c)))
-                        .collect()
-                })
-                .collect();
-            let columns: Vec<Vec<(strata_history::Column, &[u8])>> = values
-                .iter()
-                .map(|v| v.iter().map(|(c, b)| (*c, &b[..])).collect())
-                .collect();
-            let blocks: Vec<strata_history::Block<'_>> = numbers
-                .iter()
-                .zip(&columns)
-                .map(|(&number, c)| strata_history::Block { number, columns: c })
-                .collect();
             let list: Vec<String> = numbers.iter().map(u64::to_string).collect();
             report(format!("op put {}", list.join(",")));
-            store.put_blocks(&blocks).expect("put_blocks");
+            put_history_blocks(store, &numbers, &|n, c| history_value(n, c)).expect("put_blocks");
         }
         80..88 => {
             let to = rng.random_range(0..HISTORY_BLOCKS);

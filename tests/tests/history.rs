@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use rand::{Rng, SeedableRng};
 use strata_history::era1::{self, Era1Reader};
-use strata_history::{Block, Column, Error, HistoryOptions, HistoryStore, BODY, HEADER, RECEIPTS};
+use strata_history::{Error, HistoryOptions, HistoryStore, BODY, HEADER, RECEIPTS};
 use strata_tests::{history_value, HISTORY_BLOCKS, HISTORY_COLUMNS, HISTORY_SHARD_BLOCKS};
 
 fn era1_dir() -> PathBuf {
@@ -108,25 +108,7 @@ fn a_sealed_shard_refuses_writes_survives_reopen_and_verify_checks_its_digest() 
 // Node simulation.
 
 fn put(store: &HistoryStore, numbers: &[u64]) -> Result<(), Error> {
-    let values: Vec<Vec<(Column, Vec<u8>)>> = numbers
-        .iter()
-        .map(|&n| {
-            HISTORY_COLUMNS
-                .iter()
-                .map(|&c| (c, history_value(n, c)))
-                .collect()
-        })
-        .collect();
-    let columns: Vec<Vec<(Column, &[u8])>> = values
-        .iter()
-        .map(|v| v.iter().map(|(c, b)| (*c, &b[..])).collect())
-        .collect();
-    let blocks: Vec<Block<'_>> = numbers
-        .iter()
-        .zip(&columns)
-        .map(|(&number, columns)| Block { number, columns })
-        .collect();
-    store.put_blocks(&blocks)
+    strata_tests::put_history_blocks(store, numbers, &|n, c| history_value(n, c))
 }
 
 /// The missing ranges of `present` within `0..end`.
