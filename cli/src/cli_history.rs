@@ -66,6 +66,13 @@ pub enum History {
         #[arg(long)]
         db: PathBuf,
     },
+    /// Seals every shard whose blocks are all present and that is not sealed yet (after a
+    /// crash between a write and its seal, or a `strata repair`).
+    Seal {
+        /// The store's directory.
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Removes every block above NUMBER, atomically and durably.
     Rollback {
         /// The last block to keep.
@@ -110,7 +117,7 @@ pub fn run(command: History) -> CliResult {
                 return Err(format!("block {number} is not in the store").into());
             }
             match store.get(number, column)? {
-                Some(v) if hex => println!("{}", hex::encode(v)),
+                Some(v) if hex => writeln!(std::io::stdout(), "{}", hex::encode(v))?,
                 Some(v) => std::io::stdout().lock().write_all(&v)?,
                 None => {
                     return Err(format!("block {number} has no {} column", column.name()).into())
@@ -147,7 +154,14 @@ pub fn run(command: History) -> CliResult {
                 "sealed_shards": s.sealed_shards,
                 "column_bytes": columns,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out)?)?;
+            Ok(())
+        }
+        History::Seal { db } => {
+            let store = open_existing(&db)?;
+            let sealed = store.seal_full()?;
+            store.close()?;
+            writeln!(std::io::stdout(), "sealed: {}", shard_list(&sealed))?;
             Ok(())
         }
         History::Rollback { number, db } => {
@@ -162,10 +176,12 @@ pub fn run(command: History) -> CliResult {
                 .filter(|s| !after.sealed_shards.contains(s))
                 .copied()
                 .collect();
-            println!(
-                "rolled back to block {number}: removed {} blocks, unsealed shards {unsealed:?}",
-                before.blocks - after.blocks
-            );
+            writeln!(
+                std::io::stdout(),
+                "rolled back to block {number}: removed {} blocks; unsealed: {}",
+                before.blocks - after.blocks,
+                shard_list(&unsealed)
+            )?;
             Ok(())
         }
     }
@@ -223,7 +239,8 @@ fn import(files: &[PathBuf], db: &Path, shard_blocks: Option<u64>, json: bool) -
         &mut |done| progress.update("import", done, json),
         &mut |file, r| {
             if !json {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "{}: done ({} blocks stored so far)",
                     file.display(),
                     r.blocks
@@ -255,14 +272,11 @@ fn import(files: &[PathBuf], db: &Path, shard_blocks: Option<u64>, json: bool) -
             "blocks_per_s": report.blocks as f64 / secs,
             "mib_per_s": mib / secs,
         });
-        println!("{out}");
+        writeln!(std::io::stdout(), "{out}")?;
     } else {
-        let sealed = match (report.sealed.first(), report.sealed.last()) {
-            (Some(a), Some(b)) if a != b => format!("{} shards ({a} to {b})", report.sealed.len()),
-            (Some(a), _) => format!("shard {a}"),
-            _ => "none".into(),
-        };
-        println!(
+        let sealed = shard_list(&report.sealed);
+        writeln!(
+            std::io::stdout(),
             "imported {} blocks ({:.1} MiB decompressed) from {} file(s) in {secs:.2} s: {:.0} blocks/s, {:.1} MiB/s; {} skipped (already in the store); sealed: {sealed}",
             report.blocks,
             mib,
@@ -270,7 +284,16 @@ fn import(files: &[PathBuf], db: &Path, shard_blocks: Option<u64>, json: bool) -
             report.blocks as f64 / secs,
             mib / secs,
             report.skipped,
-        );
+        )?;
     }
     Ok(())
+}
+
+/// `none`, `shard N`, or `K shards (A to B)`.
+fn shard_list(shards: &[u64]) -> String {
+    match (shards.first(), shards.last()) {
+        (Some(a), Some(b)) if a != b => format!("{} shards ({a} to {b})", shards.len()),
+        (Some(a), _) => format!("shard {a}"),
+        _ => "none".into(),
+    }
 }

@@ -639,6 +639,12 @@ fn repair(dir: &Path) -> CliResult {
         dir.display(),
         report.damaged_copy.display()
     );
+    if !report.kept_files.is_empty() {
+        println!("kept as they were: {}", report.kept_files.join(", "));
+    }
+    println!(
+        "shard seals are not carried over (`strata history seal --db DIR` seals full shards again)"
+    );
     Ok(())
 }
 

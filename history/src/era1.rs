@@ -30,6 +30,9 @@ pub const MAX_E2STORE_RECORD_BYTES: u32 = 64 << 20;
 pub const MAX_BLOCK_PART_BYTES: usize = strata::MAX_VALUE_BYTES;
 /// Bytes of blocks an import gathers into one write batch.
 pub const IMPORT_BATCH_BYTES: usize = 4 << 20;
+/// Shards one import batch may span: each shard written holds its WAL file open until it is
+/// sealed, so a batch of small blocks in narrow shards must not touch hundreds at once.
+pub const IMPORT_BATCH_SHARDS: u64 = 8;
 /// Read buffer of an era1 file.
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
 
@@ -191,6 +194,16 @@ impl Era1Reader {
         }
         self.read_exact(&mut b8)?;
         self.start = u64::from_le_bytes(b8);
+        if self.start > crate::MAX_BLOCK_NUMBER + 1 - count {
+            return Err(self.bad(
+                self.index_at + RECORD_HEADER_BYTES,
+                format!(
+                    "blocks {} and {count} after it run past the highest block number, {}",
+                    self.start,
+                    crate::MAX_BLOCK_NUMBER
+                ),
+            ));
+        }
         for i in 0..count {
             self.read_exact(&mut b8)?;
             let rel = i64::from_le_bytes(b8);
@@ -480,6 +493,16 @@ pub fn import_each(
                 report.skipped += 1;
                 continue;
             }
+            let spread = batch.first().map_or(0, |b: &Era1Block| {
+                store
+                    .shard_of(block.number)
+                    .abs_diff(store.shard_of(b.number))
+            });
+            if spread >= IMPORT_BATCH_SHARDS {
+                write_batch(store, &mut batch, &mut report)?;
+                batch_bytes = 0;
+                progress(report.blocks);
+            }
             batch_bytes += block.header.len() + block.body.len() + block.receipts.len();
             batch.push(block);
             if batch_bytes >= IMPORT_BATCH_BYTES {
@@ -490,6 +513,8 @@ pub fn import_each(
         }
         write_batch(store, &mut batch, &mut report)?;
         progress(report.blocks);
+        // Shards filled before a crash that came between a write and its seal.
+        report.sealed.extend(store.seal_full()?);
         store.sync()?;
         report.files += 1;
         report.file_bytes += reader.pos;

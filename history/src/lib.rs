@@ -92,6 +92,9 @@ pub const DEFAULT_SHARD_BLOCKS: u64 = 10_000;
 /// Most blocks per shard: presence of a shard is ⌈W / 8⌉ bytes, rewritten with every batch
 /// that touches the shard, so W stays small enough for that to be cheap (128 KiB).
 pub const MAX_SHARD_BLOCKS: u64 = 1 << 20;
+/// The highest block number a store takes (2^63 − 1): far above any chain's, and low enough
+/// that the end of its shard is a number too.
+pub const MAX_BLOCK_NUMBER: u64 = i64::MAX as u64;
 /// Keys deleted per batch by a rollback (9 bytes each).
 pub const ROLLBACK_BATCH_KEYS: usize = 4096;
 /// Name of the file that records a rollback in progress.
@@ -262,12 +265,15 @@ impl HistoryStore {
             };
             Db::open(dir, o)?
         };
-        let Sharding::Range { width } = db.sharding() else {
-            return Err(Error::Invalid(format!(
-                "{} is not a history store: it uses {}",
-                dir.display(),
-                db.sharding()
-            )));
+        let width = match db.sharding() {
+            Sharding::Range { width } if width <= MAX_SHARD_BLOCKS => width,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{} is not a history store: it uses {other} (a history store uses range \
+                     shards of 1 to {MAX_SHARD_BLOCKS} blocks)",
+                    dir.display(),
+                )))
+            }
         };
         let mut presence = BTreeMap::new();
         for shard in db.shards() {
@@ -336,6 +342,13 @@ impl HistoryStore {
             if !seen.insert(b.number) {
                 return Err(Error::Invalid(format!(
                     "block {} appears twice in one batch",
+                    b.number
+                )));
+            }
+            if b.number > MAX_BLOCK_NUMBER {
+                return Err(Error::Invalid(format!(
+                    "block {} is above the highest block number a store takes, \
+                     {MAX_BLOCK_NUMBER}",
                     b.number
                 )));
             }
@@ -483,6 +496,27 @@ impl HistoryStore {
         Ok(self.db.seal(ShardId(shard))?)
     }
 
+    /// Seals every shard whose blocks are all present and that is not sealed yet (for example
+    /// after a crash between a write and a seal); returns the shards sealed.
+    pub fn seal_full(&self) -> Result<Vec<u64>> {
+        let full: Vec<u64> = {
+            let presence = self.presence.lock();
+            presence
+                .iter()
+                .filter(|(_, p)| p.full())
+                .map(|(&s, _)| s)
+                .collect()
+        };
+        let mut sealed = Vec::new();
+        for shard in full {
+            if !self.is_sealed(shard) {
+                self.seal(shard)?;
+                sealed.push(shard);
+            }
+        }
+        Ok(sealed)
+    }
+
     /// Whether every block of shard `shard` is present.
     pub fn shard_is_full(&self, shard: u64) -> bool {
         self.presence.lock().get(&shard).is_some_and(|p| p.full())
@@ -519,6 +553,9 @@ impl HistoryStore {
             self.db.unseal(ShardId(shard))?;
             let start = shard * self.width;
             self.truncate_shard(presence, shard, first.max(start))?;
+            // Folds the deletes into the shard's run and empties its WAL, so that a deep
+            // rollback leaves no open WAL file per shard behind.
+            self.db.compact(ShardId(shard))?;
         }
         self.db.sync()?;
         finish_rollback(self.db.path())

@@ -38,6 +38,9 @@ pub struct RepairReport {
     pub dropped: Vec<Dropped>,
     /// Where the damaged database now is.
     pub damaged_copy: PathBuf,
+    /// Files of the top level that are not strata's own, copied over as they were (a history
+    /// store's rollback record, for one). Shard seals are not carried over.
+    pub kept_files: Vec<String>,
 }
 
 /// Repairs the database in `dir` (which must not be open). See the module docs.
@@ -63,6 +66,7 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     }
     db.compact_all()?;
     db.close()?;
+    report.kept_files = keep_foreign_files(dir, &repaired)?;
     drop(lock);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -70,11 +74,41 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     report.damaged_copy = dir.with_file_name(format!("{name}.damaged-{stamp}"));
     std::fs::rename(dir, &report.damaged_copy).map_err(|e| Error::io("renaming", dir, e))?;
     std::fs::rename(&repaired, dir).map_err(|e| Error::io("renaming", &repaired, e))?;
-    if let Some(parent) = dir.parent() {
-        let sync = std::fs::File::open(parent).and_then(|d| d.sync_all());
-        sync.map_err(|e| Error::io("syncing directory", parent, e))?;
-    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let sync = std::fs::File::open(parent).and_then(|d| d.sync_all());
+    sync.map_err(|e| Error::io("syncing directory", parent, e))?;
     Ok(report)
+}
+
+/// Copies the files of `dir`'s top level that are not strata's own (a store's records built
+/// on strata, such as a history store's rollback record) into `repaired`, synced; returns
+/// their names.
+fn keep_foreign_files(dir: &Path, repaired: &Path) -> Result<Vec<String>> {
+    let mut kept = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !path.is_file() || format::parse_file_name(&name).is_some() {
+            continue;
+        }
+        let target = repaired.join(&name);
+        std::fs::copy(&path, &target).map_err(|e| Error::io("copying", &path, e))?;
+        std::fs::File::open(&target)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("syncing", &target, e))?;
+        kept.push(name);
+    }
+    if !kept.is_empty() {
+        std::fs::File::open(repaired)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("syncing directory", repaired, e))?;
+    }
+    Ok(kept)
 }
 
 fn take_lock(dir: &Path) -> Result<std::fs::File> {

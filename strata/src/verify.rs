@@ -219,6 +219,19 @@ fn check_manifest_names(report: &mut VerifyReport, shard: &Path) {
     let Ok(manifest) = format::check_shard_manifest_bytes(&bytes, &path) else {
         return; // reported by check_file
     };
+    if let Some(FileKind::ShardDir(id)) = is_shard {
+        if id.0 != manifest.shard {
+            report.findings.push(Finding {
+                file: path.clone(),
+                offset: Some(0),
+                detail: format!(
+                    "the manifest of shard {} is in the directory of shard {}: open refuses it",
+                    manifest.shard, id.0
+                ),
+                damage: true,
+            });
+        }
+    }
     for run in &manifest.runs {
         let file = shard.join(format::run_file_name(run.id));
         if !file.exists() {

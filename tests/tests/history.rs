@@ -265,6 +265,23 @@ fn a_rollback_interrupted_after_its_record_is_finished_at_open() {
     check_store(&store, &present, "rollback finished at open");
     assert!(!path.join(strata_history::ROLLBACK_FILE).exists());
     store.close().unwrap();
+    // `strata repair` keeps the record: the rollback still finishes after a repair.
+    std::fs::write(path.join(strata_history::ROLLBACK_FILE), &frame).unwrap();
+    let repaired = strata::repair::repair(&path).unwrap();
+    assert_eq!(
+        repaired.kept_files,
+        vec![strata_history::ROLLBACK_FILE.to_string()]
+    );
+    let store = strata_tests::open_history(&path);
+    let present: BTreeSet<u64> = (0..=20).collect();
+    check_store(&store, &present, "rollback finished after a repair");
+    // Repair drops seals; full shards are sealed again on request.
+    assert!(!store.is_sealed(0));
+    assert_eq!(store.seal_full().unwrap(), vec![0]);
+    // Block numbers stop at MAX_BLOCK_NUMBER.
+    let e = put(&store, &[strata_history::MAX_BLOCK_NUMBER + 1]).unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+    store.close().unwrap();
     // A damaged record is an error naming the file, not a guess.
     frame[14] ^= 1;
     std::fs::write(path.join(strata_history::ROLLBACK_FILE), &frame).unwrap();

@@ -542,6 +542,12 @@ impl Wal for FileWal {
         if *synced >= target {
             return Ok(()); // another caller's sync covered this one
         }
+        if target.1 == SEGMENT_HEADER_BYTES as u64 {
+            // A segment holding only its header, which was synced when it was made: nothing
+            // to sync, and no reason to reopen a file that was released.
+            *synced = target;
+            return Ok(());
+        }
         let (seg, len) = {
             let w = self.writer.lock();
             (w.seg.clone(), w.len)
