@@ -310,7 +310,10 @@ pub fn open_history(dir: &Path) -> strata_history::HistoryStore {
 /// The bytes of `column` of block `number` in the history workloads (a few to 3,000 bytes).
 pub fn history_value(number: u64, column: strata_history::Column) -> Vec<u8> {
     let mut v = format!("block {number} column {}|", column.0).into_bytes();
-    let len = number.wrapping_mul(37).wrapping_add(u64::from(column.0) * 101) % 3000;
+    let len = number
+        .wrapping_mul(37)
+        .wrapping_add(u64::from(column.0) * 101)
+        % 3000;
     v.resize(v.len().max(len as usize), b'a' + (number % 26) as u8);
     v
 }
