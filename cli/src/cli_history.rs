@@ -132,7 +132,7 @@ pub fn run(command: History) -> CliResult {
             let store = open_existing(&db)?;
             let end = match to {
                 Some(t) => t.saturating_add(1),
-                None => highest(&store).map_or(0, |h| h + 1),
+                None => store.highest().map_or(0, |h| h + 1),
             };
             let mut out = std::io::stdout().lock();
             for r in store.missing(from..end) {
@@ -185,31 +185,6 @@ pub fn run(command: History) -> CliResult {
             Ok(())
         }
     }
-}
-
-/// The highest block present (from presence only).
-fn highest(store: &HistoryStore) -> Option<u64> {
-    let shards = store.db().shards();
-    let width = store.shard_blocks();
-    for shard in shards.iter().rev() {
-        let start = shard.0 * width;
-        let mut last = None;
-        let mut at = start;
-        // Present runs of the shard: the end of the last one is the highest block.
-        for gap in store.missing(start..start + width) {
-            if gap.start > at {
-                last = Some(gap.start - 1);
-            }
-            at = gap.end;
-        }
-        if at < start + width {
-            last = Some(start + width - 1);
-        }
-        if last.is_some() {
-            return last;
-        }
-    }
-    None
 }
 
 fn import(files: &[PathBuf], db: &Path, shard_blocks: Option<u64>, json: bool) -> CliResult {

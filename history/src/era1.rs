@@ -464,7 +464,8 @@ pub struct ImportReport {
 
 /// Imports era1 files into `store`: every block's header, body and receipts, in batches of at
 /// most [`IMPORT_BATCH_BYTES`]; a shard is sealed as soon as all its blocks are in. Blocks the
-/// store holds already are skipped (so are repeats within the files given). Each file is
+/// store holds already are skipped (so are repeats of a file: blocks within one file have
+/// consecutive numbers, and each file's last batch is written before the next). Each file is
 /// synced when done. `progress` gets the blocks
 /// stored so far after each batch. A malformed file stops the import with an error naming the
 /// file and offset; blocks of earlier batches stay stored (and present).
@@ -489,7 +490,7 @@ pub fn import_each(
         let mut batch: Vec<Era1Block> = Vec::new();
         let mut batch_bytes = 0;
         while let Some(block) = reader.next_block()? {
-            if store.has(block.number) || batch.iter().any(|b| b.number == block.number) {
+            if store.has(block.number) {
                 report.skipped += 1;
                 continue;
             }

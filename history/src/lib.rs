@@ -435,6 +435,15 @@ impl HistoryStore {
             .is_some_and(|p| p.get(number % self.width))
     }
 
+    /// The highest block present (from presence alone).
+    pub fn highest(&self) -> Option<u64> {
+        let presence = self.presence.lock();
+        presence
+            .iter()
+            .rev()
+            .find_map(|(&shard, p)| p.last().map(|i| shard * self.width + i))
+    }
+
     /// The ranges of blocks within `range` that are not present, in order. Reads presence
     /// only, one shard at a time; holds one range.
     pub fn missing(&self, range: Range<u64>) -> Missing<'_> {

@@ -106,6 +106,17 @@ impl Presence {
         None
     }
 
+    /// The highest offset present, if any.
+    pub fn last(&self) -> Option<u64> {
+        let (i, w) = self
+            .words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, w)| **w != 0)?;
+        Some(i as u64 * 64 + 63 - u64::from(w.leading_zeros()))
+    }
+
     /// Adds `delta` (which may be negative) to the bytes of `column`.
     pub fn add_bytes(&mut self, column: u8, delta: i64) {
         let entry = self.columns.entry(column).or_insert(0);
@@ -216,6 +227,8 @@ mod tests {
         assert_eq!(p.next(1, 100, true), Some(5));
         assert_eq!(p.next(0, 100, false), Some(1));
         assert_eq!(p.next(65, 99, true), None);
+        assert_eq!(p.last(), Some(99));
+        assert_eq!(Presence::new(100).last(), None);
         assert!(Presence::decode(&bytes, 101, path, 0).is_err());
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
