@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::files::FileCache;
+use crate::fs::StdFs;
 
 use crate::index::IndexFactory;
 use crate::layout::index_file_name;
@@ -21,8 +22,13 @@ struct Case {
 }
 
 fn write_run(dir: &Path, id: u64, factory: &dyn IndexFactory, case: &Case) -> (Run, Vec<u64>) {
-    let mut w =
-        RunWriter::create(dir, id, factory.builder(case.keys.len() as u64)).expect("create run");
+    let mut w = RunWriter::create(
+        &StdFs::shared(),
+        dir,
+        id,
+        factory.builder(case.keys.len() as u64),
+    )
+    .expect("create run");
     let mut offsets = Vec::new();
     for (i, key) in case.keys.iter().enumerate() {
         offsets.push(w.bytes());
@@ -32,10 +38,16 @@ fn write_run(dir: &Path, id: u64, factory: &dyn IndexFactory, case: &Case) -> (R
     }
     let finished = w.finish().expect("finish");
     let index = factory
-        .load(&dir.join(index_file_name(id)), &finished.identity)
+        .load(&StdFs, &dir.join(index_file_name(id)), &finished.identity)
         .expect("load index");
     (
-        Run::open(dir, id, index, &Arc::new(FileCache::new(4))).expect("open run"),
+        Run::open(
+            dir,
+            id,
+            index,
+            &Arc::new(FileCache::new(4, StdFs::shared())),
+        )
+        .expect("open run"),
         offsets,
     )
 }
@@ -166,6 +178,7 @@ pub mod bench_support {
     use std::time::{Duration, Instant};
 
     use crate::files::FileCache;
+    use crate::fs::StdFs;
 
     use crate::index::IndexFactory;
     use crate::layout::index_file_name;
@@ -200,7 +213,8 @@ pub mod bench_support {
     /// (writing run and index, syncs included).
     pub fn build_run(dir: &Path, factory: &dyn IndexFactory, n: u64) -> (Run, Duration) {
         let started = Instant::now();
-        let mut w = RunWriter::create(dir, 1, factory.builder(n)).expect("create run");
+        let mut w =
+            RunWriter::create(&StdFs::shared(), dir, 1, factory.builder(n)).expect("create run");
         let value = [0x5au8; BENCH_VALUE_BYTES];
         for i in 0..n {
             w.add(&present_key(i), EntryKind::Put, 0, SeqNo(i + 1), &value)
@@ -209,10 +223,10 @@ pub mod bench_support {
         let finished = w.finish().expect("finish");
         let built = started.elapsed();
         let index = factory
-            .load(&dir.join(index_file_name(1)), &finished.identity)
+            .load(&StdFs, &dir.join(index_file_name(1)), &finished.identity)
             .expect("load");
         (
-            Run::open(dir, 1, index, &Arc::new(FileCache::new(4))).expect("open"),
+            Run::open(dir, 1, index, &Arc::new(FileCache::new(4, StdFs::shared()))).expect("open"),
             built,
         )
     }
@@ -260,7 +274,7 @@ pub mod bench_support {
             let (touched_present, touched_absent) =
                 bytes_touched_per_lookup(&run, n, 100_000.min(n));
             let started = Instant::now();
-            drop(crate::run::rebuild_index(dir.path(), 1, factory).expect("rebuild"));
+            drop(crate::run::rebuild_index(&StdFs, dir.path(), 1, factory).expect("rebuild"));
             let rebuild = started.elapsed();
             println!(
                 "{name} index, {n} keys: build {:.2} s, rebuild from run {:.2} s, memory {:.3} bytes/key, file {:.3} bytes/key, \
@@ -291,7 +305,7 @@ pub mod bench_support {
             g.bench_function("load_from_file", |b| {
                 b.iter(|| {
                     factory
-                        .load(&index_path, &run.identity())
+                        .load(&StdFs, &index_path, &run.identity())
                         .expect("load")
                         .key_count()
                 })

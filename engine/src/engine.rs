@@ -2,12 +2,12 @@
 //! per run. Routes writes and reads to shards, merges scans across them, and reports stats.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::fs::{FileLock, FileSystem};
 use crate::index::IndexFactory;
 use crate::layout::{
     self, shard_dir_name, tmp_name, FileKind, DB_FILE, LOCK_FILE, SHARD_MANIFEST_FILE,
@@ -80,7 +80,7 @@ struct Inner<W: Wal> {
     in_flight: AtomicUsize,
     /// Highest range shard written so far, for completeness.
     highest_shard: AtomicU64,
-    _lock: File,
+    _lock: FileLock,
 }
 
 impl<W: Wal> Inner<W> {
@@ -181,19 +181,24 @@ impl<W: Wal> Engine<W> {
         let dir = dir.as_ref().to_path_buf();
         validate(&options, &indexes)?;
         let existing = prepare_dir(&dir, &options)?;
-        let lock = take_lock(&dir)?;
+        let fs = options.fs.as_ref();
+        let lock = take_lock(fs, &dir)?;
         if !existing {
+            sync_ancestors(fs, &dir)?;
             let identity = manifest::encode(
                 DB_MAGIC,
                 manifest::MANIFEST_VERSION,
                 &options.sharding.to_meta(),
             );
-            manifest::write_atomic(&dir.join(DB_FILE), &identity)?;
+            manifest::write_atomic(fs, &dir.join(DB_FILE), &identity)?;
         }
         let indexes = Indexes {
             factories: indexes,
             policy: options.index_policy,
-            files: Arc::new(crate::files::FileCache::new(options.max_open_files)),
+            files: Arc::new(crate::files::FileCache::new(
+                options.max_open_files,
+                options.fs.clone(),
+            )),
         };
         let shards = open_shards(&dir, &indexes, &options)?;
         let c = options.compaction;
@@ -277,7 +282,7 @@ impl<W: Wal> Engine<W> {
             return Ok(s.clone());
         }
         let dir = self.inner.dir.join(shard_dir_name(id));
-        create_shard_dir(&dir, id)?;
+        create_shard_dir(self.inner.options.fs.as_ref(), &dir, id)?;
         let loaded = load_shard(
             &dir,
             id,
@@ -679,29 +684,30 @@ fn validate(options: &Options, indexes: &[Arc<dyn IndexFactory>]) -> Result<()> 
 /// one in (made if missing and allowed). Returns whether the database exists. Changes nothing
 /// on disk but the directory itself.
 fn prepare_dir(dir: &Path, options: &Options) -> Result<bool> {
-    if !dir.is_dir() {
-        if dir.exists() {
+    let fs = options.fs.as_ref();
+    if !fs.is_dir(dir) {
+        if fs.exists(dir) {
             return Err(Error::NotADatabase { path: dir.into() });
         }
         if !options.create_if_missing {
             return Err(Error::NotFound { path: dir.into() });
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        fs.create_dir_all(dir)
+            .map_err(|e| Error::io("creating", dir, e))?;
     }
     let db_file = dir.join(DB_FILE);
-    if !db_file.exists() {
+    if !fs.exists(&db_file) {
         // Empty, or left by a creation that stopped before its identity file was in place.
         let interrupted = [LOCK_FILE.to_string(), tmp_name(DB_FILE)];
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+        let entries = fs.list(dir).map_err(|e| Error::io("listing", dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-            if !interrupted.iter().any(|n| entry.file_name() == n.as_str()) {
+            if !interrupted.iter().any(|n| entry.name == n.as_str()) {
                 return Err(Error::NotADatabase { path: dir.into() });
             }
         }
         return Ok(false);
     }
-    let stored: DbMeta = manifest::read(DB_MAGIC, &db_file, "database identity file")?;
+    let stored: DbMeta = manifest::read(fs, DB_MAGIC, &db_file, "database identity file")?;
     if stored != options.sharding.to_meta() {
         return Err(Error::OptionsMismatch {
             path: dir.into(),
@@ -712,19 +718,35 @@ fn prepare_dir(dir: &Path, options: &Options) -> Result<bool> {
     Ok(true)
 }
 
+/// Syncs every directory above `dir`, deepest first, so that the entries leading to a new
+/// database survive a power loss (the open that made them may have failed before syncing them,
+/// so every creation syncs them all). An ancestor this process may not open is skipped: it was
+/// not made by this process.
+fn sync_ancestors(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    for a in dir.ancestors().skip(1) {
+        let a = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
+        match fs.sync_dir(a) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            r => r.map_err(|e| Error::io("syncing directory", a, e))?,
+        }
+        if a == Path::new(".") {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Takes the database's lock file, held for as long as the returned file is open.
-fn take_lock(dir: &Path) -> Result<File> {
+fn take_lock(fs: &dyn FileSystem, dir: &Path) -> Result<FileLock> {
     let lock_path = dir.join(LOCK_FILE);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io("opening", &lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: lock_path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &lock_path, e)),
+    match fs.try_lock(&lock_path) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(Error::Locked { path: lock_path }),
+        Err(e) => Err(Error::io("locking", &lock_path, e)),
     }
 }
 
@@ -736,34 +758,35 @@ fn open_shards<W: Wal>(
     indexes: &Indexes,
     options: &Options,
 ) -> Result<BTreeMap<ShardId, Arc<Shard<W>>>> {
+    let fs = options.fs.as_ref();
     let mut loaded = Vec::new();
     let mut half_made = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    let entries = fs.list(dir).map_err(|e| Error::io("listing", dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        let path = entry.path();
-        let kind = entry.file_name().to_str().and_then(layout::parse);
+        let path = dir.join(&entry.name);
+        let kind = entry.name.to_str().and_then(layout::parse);
         match kind {
-            Some(FileKind::ShardDir(id)) if path.join(SHARD_MANIFEST_FILE).exists() => {
+            Some(FileKind::ShardDir(id)) if fs.exists(&path.join(SHARD_MANIFEST_FILE)) => {
                 loaded.push(load_shard(&path, id, indexes, options.events.as_ref())?);
             }
             _ => {
-                if let Leftover::HalfMade = leftover(&path, kind)? {
+                if let Leftover::HalfMade = leftover(fs, &path, entry.is_dir, kind)? {
                     half_made.push(path);
                 }
             }
         }
     }
-    let removed = !half_made.is_empty();
     for path in half_made {
-        std::fs::remove_dir_all(&path).map_err(|e| Error::io("removing", &path, e))?;
+        fs.remove_dir_all(&path)
+            .map_err(|e| Error::io("removing", &path, e))?;
         options
             .events
             .event(&Event::StrayFileRemoved { file: path });
     }
-    if removed {
-        manifest::sync_dir(dir)?; // only when a removal has to be made durable
-    }
+    // Always, not only after a removal: an earlier process may have made a shard whose
+    // directory sync failed, and what this open finds must be durable before anything
+    // written into it is reported durable.
+    manifest::sync_dir(fs, dir)?;
     let mut shards = BTreeMap::new();
     for l in loaded {
         let shard = Shard::open(l, options.events.clone())?;
@@ -772,11 +795,11 @@ fn open_shards<W: Wal>(
     Ok(shards)
 }
 
-/// The sharding rule a database was created with, read from its `STRATA` file.
-pub fn stored_sharding(dir: &Path) -> Result<Sharding> {
+/// The sharding rule a database was created with, read from its `STRATA` file on `fs`.
+pub fn stored_sharding(fs: &dyn FileSystem, dir: &Path) -> Result<Sharding> {
     let path = dir.join(DB_FILE);
-    if !path.exists() {
-        return Err(if dir.is_dir() {
+    if !fs.exists(&path) {
+        return Err(if fs.is_dir(dir) {
             Error::NotADatabase {
                 path: dir.to_path_buf(),
             }
@@ -786,7 +809,7 @@ pub fn stored_sharding(dir: &Path) -> Result<Sharding> {
             }
         });
     }
-    let meta: DbMeta = manifest::read(DB_MAGIC, &path, "database identity file")?;
+    let meta: DbMeta = manifest::read(fs, DB_MAGIC, &path, "database identity file")?;
     match meta.sharding_kind {
         0 => Ok(Sharding::Single),
         1 => Ok(Sharding::Hash {

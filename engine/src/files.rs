@@ -6,32 +6,34 @@
 //! see a writeback error reported before it was opened.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::fs::{FileSystem, FsFile, OpenMode};
 
 /// The cache. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct FileCache {
+    fs: Arc<dyn FileSystem>,
     capacity: usize,
     inner: Mutex<Lru>,
 }
 
 #[derive(Debug, Default)]
 struct Lru {
-    files: HashMap<PathBuf, (Arc<File>, u64)>,
+    files: HashMap<PathBuf, (Arc<dyn FsFile>, u64)>,
     tick: u64,
     opened: u64,
 }
 
 impl FileCache {
-    /// A cache that keeps at most `capacity` files open (at least 1).
-    pub fn new(capacity: usize) -> FileCache {
+    /// A cache that keeps at most `capacity` files of `fs` open (at least 1).
+    pub fn new(capacity: usize, fs: Arc<dyn FileSystem>) -> FileCache {
         FileCache {
+            fs,
             capacity: capacity.max(1),
             inner: Mutex::new(Lru::default()),
         }
@@ -40,7 +42,7 @@ impl FileCache {
     /// The open file at `path` (opened read-only if the cache does not hold it). A caller may
     /// keep the `Arc` for one operation; the descriptor closes when the cache has evicted it
     /// and the last such `Arc` is gone.
-    pub fn get(&self, path: &Path) -> Result<Arc<File>> {
+    pub fn get(&self, path: &Path) -> Result<Arc<dyn FsFile>> {
         let mut lru = self.inner.lock();
         lru.tick += 1;
         let tick = lru.tick;
@@ -58,10 +60,18 @@ impl FileCache {
                 lru.files.remove(&p);
             }
         }
-        let file = Arc::new(File::open(path).map_err(|e| Error::io("opening", path, e))?);
+        let file = self
+            .fs
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io("opening", path, e))?;
         lru.opened += 1;
         lru.files.insert(path.to_path_buf(), (file.clone(), tick));
         Ok(file)
+    }
+
+    /// The file system the cache opens files of.
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.fs
     }
 
     /// Closes the file at `path`, if open (before it is deleted).
@@ -91,7 +101,7 @@ mod tests {
         for p in &paths {
             std::fs::write(p, b"x").unwrap();
         }
-        let cache = FileCache::new(2);
+        let cache = FileCache::new(2, crate::fs::StdFs::shared());
         cache.get(&paths[0]).unwrap();
         cache.get(&paths[1]).unwrap();
         cache.get(&paths[0]).unwrap(); // 1 is now the least recently used

@@ -94,7 +94,7 @@ pub fn for_each_run_record(
 ) -> (u64, Result<()>) {
     let mut count = 0;
     let result = (|| -> Result<()> {
-        let mut stream = crate::run::RunStream::open(dir, id)?;
+        let mut stream = crate::run::RunStream::open(&crate::fs::StdFs, dir, id)?;
         let mut value = Vec::new();
         while stream.advance()? {
             let meta = *stream.meta().expect("positioned");

@@ -202,9 +202,14 @@ pub trait IndexFactory: Send + Sync {
     /// filters).
     fn builder(&self, expected_keys: u64) -> Box<dyn IndexBuilder>;
 
-    /// Loads the index file at `path` for the run `run`, without reading the run. Errors name
+    /// Loads the index file at `path` of `fs` for the run `run`, without reading the run. Errors name
     /// the file: [`crate::Error::UnsupportedVersion`] for another format version,
     /// [`crate::Error::Corrupt`] / [`crate::Error::ChecksumMismatch`] for damage or a file that
     /// belongs to another run, [`crate::Error::Io`] when it cannot be read.
-    fn load(&self, path: &Path, run: &RunIdentity) -> Result<Box<dyn Index>>;
+    fn load(
+        &self,
+        fs: &dyn crate::fs::FileSystem,
+        path: &Path,
+        run: &RunIdentity,
+    ) -> Result<Box<dyn Index>>;
 }

@@ -20,6 +20,7 @@ mod error;
 mod event;
 mod files;
 pub mod format;
+mod fs;
 mod index;
 mod layout;
 mod limits;
@@ -44,6 +45,10 @@ pub use engine::{stored_sharding, Engine, Stats};
 pub use error::{Error, Result};
 pub use event::{Event, EventLog, EventSink, NoEvents};
 pub use files::FileCache;
+pub use fs::{
+    DirEntry, FileLock, FileReader, FileSystem, FileWriter, FsFile, Mapped, Metadata, OpenMode,
+    StdFs,
+};
 pub use index::{
     check_index_frame, Index, IndexBuilder, IndexFactory, IndexKind, IndexParams, RunIdentity, Span,
 };

@@ -2,11 +2,10 @@
 //! live runs and the first live WAL segment. Both are small, framed with magic, version, length
 //! and checksum, and replaced atomically (temporary file, fsync, rename, directory fsync).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::fs::{FileSystem, OpenMode};
 use crate::limits::MAX_MANIFEST_BYTES;
 
 /// Format version of the database identity file and of the manifest of a shard that is not
@@ -277,10 +276,11 @@ pub fn check_shard_manifest_bytes(bytes: &[u8], path: &Path) -> Result<ShardMani
 }
 
 /// Reads the bytes of a manifest file (at most [`MAX_MANIFEST_BYTES`] plus framing).
-fn read_bytes(path: &Path, what: &'static str) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
+fn read_bytes(fs: &dyn FileSystem, path: &Path, what: &'static str) -> Result<Vec<u8>> {
+    let len = fs
+        .metadata(path)
         .map_err(|e| Error::io("reading metadata of", path, e))?
-        .len();
+        .len;
     if len > (MAX_MANIFEST_BYTES + MANIFEST_HEAD_BYTES + 8) as u64 {
         return Err(Error::corrupt(
             path,
@@ -289,40 +289,47 @@ fn read_bytes(path: &Path, what: &'static str) -> Result<Vec<u8>> {
             format!("{len} bytes is over the manifest limit"),
         ));
     }
-    std::fs::read(path).map_err(|e| Error::io("reading", path, e))
+    fs.read(path).map_err(|e| Error::io("reading", path, e))
 }
 
 /// Reads a framed manifest file of version [`MANIFEST_VERSION`].
-pub fn read<T: bincode::Decode<()>>(magic: [u8; 8], path: &Path, what: &'static str) -> Result<T> {
-    decode(magic, &read_bytes(path, what)?, path, what)
+pub fn read<T: bincode::Decode<()>>(
+    fs: &dyn FileSystem,
+    magic: [u8; 8],
+    path: &Path,
+    what: &'static str,
+) -> Result<T> {
+    decode(magic, &read_bytes(fs, path, what)?, path, what)
 }
 
 /// Reads a shard manifest file.
-pub fn read_shard(path: &Path) -> Result<ShardManifest> {
-    decode_shard(&read_bytes(path, "shard manifest")?, path)
+pub fn read_shard(fs: &dyn FileSystem, path: &Path) -> Result<ShardManifest> {
+    decode_shard(&read_bytes(fs, path, "shard manifest")?, path)
 }
 
 /// Replaces the shard manifest at `path` with `manifest`, atomically.
-pub fn write_shard(path: &Path, manifest: &ShardManifest) -> Result<()> {
-    write_atomic(path, &encode_shard(manifest))
+pub fn write_shard(fs: &dyn FileSystem, path: &Path, manifest: &ShardManifest) -> Result<()> {
+    write_atomic(fs, path, &encode_shard(manifest))
 }
 
 /// Replaces `path` with `bytes` atomically: write `path.tmp`, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(bytes)
+    let f = fs
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all_at(bytes, 0)
         .map_err(|e| Error::io("writing", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("syncing", &tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", &tmp, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    fs.rename(&tmp, path)
+        .map_err(|e| Error::io("renaming", &tmp, e))?;
+    sync_dir(fs, path.parent().unwrap_or(Path::new(".")))
 }
 
 /// fsyncs a directory, so that renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| Error::io("syncing directory", dir, e))
 }
 

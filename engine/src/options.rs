@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::event::{EventSink, NoEvents};
+use crate::fs::{FileSystem, StdFs};
 use crate::index::{IndexKind, IndexParams};
 use crate::limits::{
     AUTO_INDEX_CUTOFF_BYTES, DEFAULT_MAX_OPEN_FILES, DEFAULT_STALL_SLOWDOWN_BYTES,
@@ -200,6 +201,9 @@ pub struct Options {
     /// opened on demand and the least recently used closed. Each shard's WAL adds one
     /// descriptor while its active segment holds data.
     pub max_open_files: usize,
+    /// The file system everything is read from and written to (default [`StdFs`], the host's).
+    /// Tests put a simulated one here.
+    pub fs: Arc<dyn FileSystem>,
 }
 
 impl std::fmt::Debug for Options {
@@ -212,6 +216,7 @@ impl std::fmt::Debug for Options {
             .field("index_params", &self.index_params)
             .field("compaction", &self.compaction)
             .field("max_open_files", &self.max_open_files)
+            .field("fs", &self.fs)
             .finish_non_exhaustive()
     }
 }
@@ -230,6 +235,7 @@ impl Options {
             compaction: CompactionOptions::default(),
             events: Arc::new(NoEvents),
             max_open_files: DEFAULT_MAX_OPEN_FILES,
+            fs: StdFs::shared(),
         }
     }
 }

@@ -6,7 +6,6 @@
 //! sequentially with buffered reads ([`RunStream`]) so that mapped pages of whole files never
 //! pile up in RSS.
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +16,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::error::{Error, Result};
 use crate::files::FileCache;
 use crate::format::{check_frame, FrameSpec, Layout};
+use crate::fs::{FileReader, FileSystem, FileWriter, FsFile, Mapped, OpenMode};
 use crate::index::{Index, IndexBuilder, RunIdentity};
 use crate::layout::{index_file_name, run_file_name, tmp_name};
 use crate::limits::{
@@ -210,9 +210,10 @@ impl RecordMeta {
 ///
 /// Files are written under temporary names; [`RunWriter::finish`] syncs and renames them.
 pub struct RunWriter {
+    fs: Arc<dyn FileSystem>,
     id: u64,
     dir: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<FileWriter>,
     offset: u64,
     data_hash: Xxh3,
     record_hash: Xxh3,
@@ -234,10 +235,17 @@ pub struct FinishedRun {
 
 impl RunWriter {
     /// Starts run `id` in `dir` (as `run-<id>.run.tmp`), indexed by `index`.
-    pub fn create(dir: &Path, id: u64, index: Box<dyn IndexBuilder>) -> Result<RunWriter> {
+    pub fn create(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        id: u64,
+        index: Box<dyn IndexBuilder>,
+    ) -> Result<RunWriter> {
         let path = dir.join(tmp_name(&run_file_name(id)));
-        let file = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
-        let mut out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, file);
+        let file = fs
+            .open(&path, OpenMode::Truncate)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        let mut out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, FileWriter::new(file));
         let mut h = [0u8; RUN_HEADER_BYTES];
         h[H_MAGIC..H_MAGIC + 8].copy_from_slice(&RUN_MAGIC);
         h[H_VERSION..H_VERSION + 4].copy_from_slice(&RUN_VERSION.to_le_bytes());
@@ -247,6 +255,7 @@ impl RunWriter {
         out.write_all(&h)
             .map_err(|e| Error::io("writing", &path, e))?;
         Ok(RunWriter {
+            fs: fs.clone(),
             id,
             dir: dir.to_path_buf(),
             out,
@@ -416,7 +425,9 @@ impl RunWriter {
             .out
             .into_inner()
             .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+        file.file()
+            .sync_data()
+            .map_err(|e| Error::io("syncing", &tmp, e))?;
         let identity = RunIdentity {
             run_id: self.id,
             data_end,
@@ -424,9 +435,11 @@ impl RunWriter {
             footer_checksum,
         };
 
-        write_index_file(&self.dir, self.id, self.index, &identity)?;
+        let fs = self.fs.as_ref();
+        write_index_file(fs, &self.dir, self.id, self.index, &identity)?;
         let final_path = self.dir.join(run_file_name(self.id));
-        std::fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))?;
+        fs.rename(&tmp, &final_path)
+            .map_err(|e| Error::io("renaming", &tmp, e))?;
         Ok(FinishedRun { identity })
     }
 }
@@ -434,41 +447,48 @@ impl RunWriter {
 /// Writes an index file for run `id` from a finished builder: temporary name, sync, rename.
 /// The caller syncs the directory.
 pub fn write_index_file(
+    fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
     builder: Box<dyn IndexBuilder>,
     identity: &RunIdentity,
 ) -> Result<()> {
     let tmp = dir.join(tmp_name(&index_file_name(id)));
-    let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    let mut out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, file);
+    let file = fs
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut out = BufWriter::with_capacity(RUN_WRITE_BUFFER_BYTES, FileWriter::new(file));
     builder
         .finish(identity, &mut out)
         .map_err(|e| Error::io("writing", &tmp, e))?;
     let file = out
         .into_inner()
         .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+    file.file()
+        .sync_data()
+        .map_err(|e| Error::io("syncing", &tmp, e))?;
     let path = dir.join(index_file_name(id));
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &tmp, e))
+    fs.rename(&tmp, &path)
+        .map_err(|e| Error::io("renaming", &tmp, e))
 }
 
 /// Rebuilds run `id`'s index file from the run itself (a sequential, buffered read that checks
 /// every record) and loads it.
 pub fn rebuild_index(
+    fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
     factory: &dyn crate::index::IndexFactory,
 ) -> Result<Box<dyn Index>> {
-    let (_, footer, identity) = read_run_frame(&dir.join(run_file_name(id)), id)?;
+    let (_, footer, identity) = read_run_frame(fs, &dir.join(run_file_name(id)), id)?;
     let mut builder = factory.builder(footer.entries);
-    let mut stream = RunStream::open(dir, id)?;
+    let mut stream = RunStream::open(fs, dir, id)?;
     while stream.advance()? {
         builder.add(stream.key(), stream.record_offset());
     }
-    write_index_file(dir, id, builder, &identity)?;
-    crate::manifest::sync_dir(dir)?;
-    factory.load(&dir.join(index_file_name(id)), &identity)
+    write_index_file(fs, dir, id, builder, &identity)?;
+    crate::manifest::sync_dir(fs, dir)?;
+    factory.load(fs, &dir.join(index_file_name(id)), &identity)
 }
 
 /// The validated footer of a run.
@@ -682,7 +702,7 @@ pub struct Run {
     id: u64,
     path: PathBuf,
     index_path: PathBuf,
-    map: memmap2::Mmap,
+    map: Box<dyn Mapped>,
     /// Open descriptors of run files, for point reads with `pread` (they leave nothing mapped
     /// behind); bounded by `max_open_files`.
     files: Arc<FileCache>,
@@ -704,13 +724,17 @@ impl std::fmt::Debug for Run {
 }
 
 /// Reads the header and footer of the run file at `path` with two small reads (never the data).
-pub fn read_run_frame(path: &Path, id: u64) -> Result<(File, RunFooter, RunIdentity)> {
-    use std::os::unix::fs::FileExt;
-    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+pub fn read_run_frame(
+    fs: &dyn FileSystem,
+    path: &Path,
+    id: u64,
+) -> Result<(Arc<dyn FsFile>, RunFooter, RunIdentity)> {
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("opening", path, e))?;
     let len = file
-        .metadata()
-        .map_err(|e| Error::io("reading metadata of", path, e))?
-        .len();
+        .len()
+        .map_err(|e| Error::io("reading metadata of", path, e))?;
     let mut head = [0u8; RUN_HEADER_BYTES];
     let mut tail = [0u8; RUN_FOOTER_BYTES];
     if len >= (RUN_HEADER_BYTES + RUN_FOOTER_BYTES) as u64 {
@@ -734,14 +758,12 @@ impl Run {
     /// footer only.
     pub fn open(dir: &Path, id: u64, index: Box<dyn Index>, files: &Arc<FileCache>) -> Result<Run> {
         let path = dir.join(run_file_name(id));
-        let (file, footer, identity) = read_run_frame(&path, id)?;
-        #[expect(unsafe_code, reason = "runs are read through a memory map")]
-        // SAFETY: run files are immutable once renamed into place; strata never writes or
-        // truncates them, and removes them only after every `Run` mapping them is dropped.
-        let map =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", &path, e))?;
+        let (file, footer, identity) = read_run_frame(files.fs().as_ref(), &path, id)?;
+        // Run files are immutable once renamed into place; strata never writes or truncates
+        // them, and removes them only after every `Run` mapping them is dropped.
+        let map = file.map().map_err(|e| Error::io("mapping", &path, e))?;
         // Point reads and scans jump around: no readahead, no fault-around of neighbours.
-        let _ = map.advise(memmap2::Advice::Random);
+        map.advise_random();
         Ok(Run {
             id,
             index_path: dir.join(index_file_name(id)),
@@ -779,7 +801,7 @@ impl Run {
     }
 
     fn data(&self) -> &[u8] {
-        &self.map[..self.footer.data_end as usize]
+        &self.map.bytes()[..self.footer.data_end as usize]
     }
 
     /// The record at `offset` (a record start), checked.
@@ -821,7 +843,6 @@ impl Run {
     /// the index gives with `pread` (records crossing its end included), so point reads leave
     /// no mapped pages behind: resident memory does not grow with the data looked up.
     pub fn get_owned(&self, key: &[u8]) -> Result<Option<(EntryKind, Vec<u8>)>> {
-        use std::os::unix::fs::FileExt;
         if !self.index.may_contain(key) {
             return Ok(None);
         }
@@ -866,24 +887,8 @@ impl Run {
 
     /// Drops `[start, end)` (page-aligned inward) from this process's page tables. Best effort.
     pub fn release_range(&self, start: u64, end: u64) {
-        const PAGE: u64 = 4096;
-        let start = start.div_ceil(PAGE) * PAGE;
-        let end = (end.min(self.map.len() as u64) / PAGE) * PAGE;
         if end > start {
-            #[expect(
-                unsafe_code,
-                reason = "MADV_DONTNEED on a read-only shared file mapping"
-            )]
-            // SAFETY: a read-only MAP_SHARED mapping of a file strata never changes; dropping
-            // pages only makes the next access read them again from the page cache. Records a
-            // scan yielded were copied out.
-            let _ = unsafe {
-                self.map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start as usize,
-                    (end - start) as usize,
-                )
-            };
+            self.map.release(start as usize, (end - start) as usize);
         }
     }
 
@@ -923,8 +928,8 @@ impl Drop for Run {
         self.files.forget(&self.path);
         if self.obsolete.load(Ordering::Acquire) {
             // Best effort: a leftover file is not in the manifest and is removed at next open.
-            let _ = std::fs::remove_file(&self.index_path);
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.files.fs().remove_file(&self.index_path);
+            let _ = self.files.fs().remove_file(&self.path);
         }
     }
 }
@@ -933,7 +938,7 @@ impl Drop for Run {
 /// read buffer of [`RUN_READ_BUFFER_BYTES`]; values are streamed, never held whole.
 pub struct RunStream {
     path: PathBuf,
-    input: BufReader<File>,
+    input: BufReader<FileReader>,
     offset: u64,
     data_end: u64,
     meta: Option<RecordMeta>,
@@ -945,10 +950,10 @@ pub struct RunStream {
 
 impl RunStream {
     /// Opens run `id` of `dir` for a sequential read; checks header and footer.
-    pub fn open(dir: &Path, id: u64) -> Result<RunStream> {
+    pub fn open(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<RunStream> {
         let path = dir.join(run_file_name(id));
-        let (file, footer, _) = read_run_frame(&path, id)?;
-        let mut input = BufReader::with_capacity(RUN_READ_BUFFER_BYTES, file);
+        let (file, footer, _) = read_run_frame(fs, &path, id)?;
+        let mut input = BufReader::with_capacity(RUN_READ_BUFFER_BYTES, FileReader::new(file, 0));
         let mut skip = [0u8; RUN_HEADER_BYTES];
         input
             .read_exact(&mut skip)
@@ -1067,7 +1072,7 @@ trait FillChecked {
     fn consume(&mut self, n: usize);
 }
 
-impl FillChecked for BufReader<File> {
+impl FillChecked for BufReader<FileReader> {
     fn fill_buf_checked(&mut self, path: &Path) -> Result<&[u8]> {
         let buf = std::io::BufRead::fill_buf(self).map_err(|e| Error::io("reading", path, e))?;
         if buf.is_empty() {

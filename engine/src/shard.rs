@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
+use crate::fs::FileSystem;
 use crate::index::IndexFactory;
 use crate::layout::{
     self, index_file_name, run_file_name, shard_dir_name, tmp_name, FileKind, SHARD_MANIFEST_FILE,
@@ -124,6 +125,7 @@ pub struct CompactionReport {
 pub(crate) struct Shard<W: Wal> {
     pub id: ShardId,
     pub dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
     pub wal: Arc<W>,
     state: RwLock<ShardState>,
     /// The durable manifest; held for a whole compaction, so one runs per shard at a time.
@@ -144,6 +146,7 @@ pub(crate) struct Shard<W: Wal> {
 pub(crate) struct LoadedShard {
     id: ShardId,
     dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
     manifest: ShardManifest,
     runs: Vec<Arc<Run>>,
     kinds: BTreeMap<u64, &'static str>,
@@ -155,8 +158,9 @@ pub(crate) fn load_shard(
     indexes: &Indexes,
     events: &dyn EventSink,
 ) -> Result<LoadedShard> {
+    let fs = indexes.files.fs();
     let path = dir.join(SHARD_MANIFEST_FILE);
-    let manifest = manifest::read_shard(&path)?;
+    let manifest = manifest::read_shard(fs.as_ref(), &path)?;
     if manifest.shard != id.0 {
         return Err(Error::corrupt(
             &path,
@@ -184,14 +188,14 @@ pub(crate) fn load_shard(
             )
         })?;
         let (_, _, identity) =
-            crate::run::read_run_frame(&dir.join(run_file_name(meta.id)), meta.id)?;
+            crate::run::read_run_frame(fs.as_ref(), &dir.join(run_file_name(meta.id)), meta.id)?;
         let index_path = dir.join(index_file_name(meta.id));
-        let index = match factory.load(&index_path, &identity) {
+        let index = match factory.load(fs.as_ref(), &index_path, &identity) {
             Ok(index) => index,
             // An index is derived data: a missing, damaged, foreign or outdated one is rebuilt
             // from its run instead of failing the open.
             Err(e) => {
-                let index = crate::run::rebuild_index(dir, meta.id, factory.as_ref())?;
+                let index = crate::run::rebuild_index(fs.as_ref(), dir, meta.id, factory.as_ref())?;
                 events.event(&Event::IndexRebuilt {
                     file: index_path,
                     reason: e.to_string(),
@@ -205,6 +209,7 @@ pub(crate) fn load_shard(
     Ok(LoadedShard {
         id,
         dir: dir.to_path_buf(),
+        fs: fs.clone(),
         manifest,
         runs,
         kinds,
@@ -215,21 +220,29 @@ pub(crate) fn load_shard(
 /// the directory's temporary name (`shard-<id>.tmp`), synced, then renamed into place and the
 /// parent synced. A crash or an error leaves at most the temporary directory, which open
 /// removes.
-pub(crate) fn create_shard_dir(dir: &Path, id: ShardId) -> Result<()> {
+pub(crate) fn create_shard_dir(fs: &dyn FileSystem, dir: &Path, id: ShardId) -> Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(tmp_name(&shard_dir_name(id)));
-    let made = make_shard_dir(&tmp, dir, parent, id);
+    let made = make_shard_dir(fs, &tmp, dir, parent, id);
     if made.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = fs.remove_dir_all(&tmp);
     }
     made
 }
 
-fn make_shard_dir(tmp: &Path, dir: &Path, parent: &Path, id: ShardId) -> Result<()> {
-    if tmp.exists() {
-        std::fs::remove_dir_all(tmp).map_err(|e| Error::io("removing", tmp, e))?;
+fn make_shard_dir(
+    fs: &dyn FileSystem,
+    tmp: &Path,
+    dir: &Path,
+    parent: &Path,
+    id: ShardId,
+) -> Result<()> {
+    if fs.exists(tmp) {
+        fs.remove_dir_all(tmp)
+            .map_err(|e| Error::io("removing", tmp, e))?;
     }
-    std::fs::create_dir(tmp).map_err(|e| Error::io("creating", tmp, e))?;
+    fs.create_dir(tmp)
+        .map_err(|e| Error::io("creating", tmp, e))?;
     let m = ShardManifest {
         shard: id.0,
         next_run_id: 1,
@@ -239,9 +252,10 @@ fn make_shard_dir(tmp: &Path, dir: &Path, parent: &Path, id: ShardId) -> Result<
         seal: None,
     };
     // Writes MANIFEST.tmp, syncs it, renames it and syncs `tmp`.
-    manifest::write_shard(&tmp.join(SHARD_MANIFEST_FILE), &m)?;
-    std::fs::rename(tmp, dir).map_err(|e| Error::io("renaming", tmp, e))?;
-    manifest::sync_dir(parent)
+    manifest::write_shard(fs, &tmp.join(SHARD_MANIFEST_FILE), &m)?;
+    fs.rename(tmp, dir)
+        .map_err(|e| Error::io("renaming", tmp, e))?;
+    manifest::sync_dir(fs, parent)
 }
 
 /// What open does with a directory entry of the database that is not a whole shard.
@@ -256,14 +270,18 @@ pub(crate) enum Leftover {
 /// Classifies `path`, a directory entry of the database that is not a shard with a manifest.
 /// A shard directory without a manifest that holds runs or WAL segments is an error: strata
 /// never makes one, and removing it could lose data.
-pub(crate) fn leftover(path: &Path, kind: Option<FileKind>) -> Result<Leftover> {
+pub(crate) fn leftover(
+    fs: &dyn FileSystem,
+    path: &Path,
+    is_dir: bool,
+    kind: Option<FileKind>,
+) -> Result<Leftover> {
     match kind {
-        Some(FileKind::Temporary) if path.is_dir() => Ok(Leftover::HalfMade),
+        Some(FileKind::Temporary) if is_dir => Ok(Leftover::HalfMade),
         Some(FileKind::ShardDir(_)) => {
-            let entries = std::fs::read_dir(path).map_err(|e| Error::io("listing", path, e))?;
+            let entries = fs.list(path).map_err(|e| Error::io("listing", path, e))?;
             for entry in entries {
-                let entry = entry.map_err(|e| Error::io("listing", path, e))?;
-                let name = entry.file_name();
+                let name = entry.name;
                 let kind = name.to_str().and_then(layout::parse);
                 if kind != Some(FileKind::Temporary) {
                     return Err(Error::corrupt(
@@ -290,14 +308,19 @@ impl<W: Wal> Shard<W> {
         let LoadedShard {
             id,
             dir,
+            fs,
             manifest,
             runs,
             kinds,
         } = loaded;
-        remove_strays(&dir, &manifest, events.as_ref())?;
+        remove_strays(fs.as_ref(), &dir, &manifest, events.as_ref())?;
+        // What an earlier process created here (a WAL segment whose directory sync failed)
+        // must be durable before anything written into it is reported durable.
+        manifest::sync_dir(fs.as_ref(), &dir)?;
         let sealed = manifest.seal.is_some();
         let mut mems: BTreeMap<SegmentId, Memtable> = BTreeMap::new();
         let wal = W::open(
+            fs.clone(),
             &dir,
             SegmentId(manifest.wal_floor),
             SeqNo(manifest.last_seq),
@@ -331,6 +354,7 @@ impl<W: Wal> Shard<W> {
         Ok(Shard {
             id,
             dir,
+            fs,
             wal: Arc::new(wal),
             state: RwLock::new(ShardState {
                 active,
@@ -529,7 +553,7 @@ impl<W: Wal> Shard<W> {
             seal: Some(seal),
             ..manifest.clone()
         };
-        manifest::write_shard(&self.dir.join(SHARD_MANIFEST_FILE), &next)?;
+        manifest::write_shard(self.fs.as_ref(), &self.dir.join(SHARD_MANIFEST_FILE), &next)?;
         *manifest = next;
         Ok(())
     }
@@ -550,7 +574,7 @@ impl<W: Wal> Shard<W> {
                 seal: None,
                 ..manifest.clone()
             };
-            manifest::write_shard(&self.dir.join(SHARD_MANIFEST_FILE), &next)?;
+            manifest::write_shard(self.fs.as_ref(), &self.dir.join(SHARD_MANIFEST_FILE), &next)?;
             *manifest = next;
         }
         let _st = self.state.write();
@@ -631,15 +655,19 @@ impl<W: Wal> Shard<W> {
             indexes,
         );
         let (new_run, mut report, kind_name) = merged.inspect_err(|_| {
-            let _ = std::fs::remove_file(self.dir.join(tmp_name(&run_file_name(run_id))));
-            let _ = std::fs::remove_file(self.dir.join(tmp_name(&index_file_name(run_id))));
+            let _ = self
+                .fs
+                .remove_file(&self.dir.join(tmp_name(&run_file_name(run_id))));
+            let _ = self
+                .fs
+                .remove_file(&self.dir.join(tmp_name(&index_file_name(run_id))));
         })?;
         // Every frozen segment up to the newest one merged is now in the run.
         let wal_floor = frozen
             .first()
             .map_or(manifest.wal_floor, |m| m.segment().0 + 1);
         let next = next_manifest(manifest, run_id, merged_runs, wal_floor, new_run.as_ref());
-        manifest::write_shard(&self.dir.join(SHARD_MANIFEST_FILE), &next)?;
+        manifest::write_shard(self.fs.as_ref(), &self.dir.join(SHARD_MANIFEST_FILE), &next)?;
         *manifest = next;
         self.install(wal_floor, new_run.as_ref().map(|(r, _)| r), older);
         if new_run.is_some() {
@@ -742,7 +770,8 @@ impl<W: Wal> Shard<W> {
             (COPY_CHUNK_BYTES + RUN_WRITE_BUFFER_BYTES + runs.len() * RUN_READ_BUFFER_BYTES) as u64;
         let expected_keys = frozen.iter().map(|m| m.len() as u64).sum::<u64>()
             + runs.iter().map(|r| r.footer().entries).sum::<u64>();
-        let mut writer = RunWriter::create(&self.dir, run_id, factory.builder(expected_keys))?;
+        let mut writer =
+            RunWriter::create(&self.fs, &self.dir, run_id, factory.builder(expected_keys))?;
         // A tombstone is kept while a run older than this compaction may hold the key.
         let keep_tombstone =
             |key: &[u8]| !drop_tombstones && older.iter().any(|r| r.index().may_contain(key));
@@ -750,7 +779,9 @@ impl<W: Wal> Shard<W> {
         let entries_out = writer.entries();
         if entries_out == 0 {
             drop(writer);
-            let _ = std::fs::remove_file(self.dir.join(tmp_name(&run_file_name(run_id))));
+            let _ = self
+                .fs
+                .remove_file(&self.dir.join(tmp_name(&run_file_name(run_id))));
             return Ok((
                 None,
                 CompactionReport {
@@ -764,8 +795,12 @@ impl<W: Wal> Shard<W> {
             ));
         }
         let finished = writer.finish()?;
-        manifest::sync_dir(&self.dir)?;
-        let index = factory.load(&self.dir.join(index_file_name(run_id)), &finished.identity)?;
+        manifest::sync_dir(self.fs.as_ref(), &self.dir)?;
+        let index = factory.load(
+            self.fs.as_ref(),
+            &self.dir.join(index_file_name(run_id)),
+            &finished.identity,
+        )?;
         let run = Arc::new(Run::open(&self.dir, run_id, index, &indexes.files)?);
         let report = CompactionReport {
             bytes_in,
@@ -785,7 +820,11 @@ impl<W: Wal> Shard<W> {
             inputs.push(Input::Mem(all));
         }
         for run in runs {
-            inputs.push(Input::Run(Box::new(RunStream::open(&self.dir, run.id())?)));
+            inputs.push(Input::Run(Box::new(RunStream::open(
+                self.fs.as_ref(),
+                &self.dir,
+                run.id(),
+            )?)));
         }
         Ok(inputs)
     }
@@ -959,21 +998,27 @@ fn next_manifest(
 
 /// Removes files of the shard directory that no live state refers to: temporary files and runs
 /// or indexes not in the manifest (left by a crash before or after a manifest update).
-fn remove_strays(dir: &Path, manifest: &ShardManifest, events: &dyn EventSink) -> Result<()> {
+fn remove_strays(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    manifest: &ShardManifest,
+    events: &dyn EventSink,
+) -> Result<()> {
     let live: std::collections::BTreeSet<u64> = manifest.runs.iter().map(|r| r.id).collect();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    let entries = fs.list(dir).map_err(|e| Error::io("listing", dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let Some(name) = entry.name.to_str() else {
+            continue;
+        };
         let stray = match layout::parse(name) {
             Some(FileKind::Temporary) => true,
             Some(FileKind::Run(id) | FileKind::Index(id)) => !live.contains(&id),
             _ => false,
         };
         if stray {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            let path = dir.join(name);
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("removing", &path, e))?;
             events.event(&Event::StrayFileRemoved { file: path });
         }
     }

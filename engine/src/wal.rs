@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::event::EventSink;
+use crate::fs::FileSystem;
 use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, WalPos};
 
 /// One record found by recovery, delivered only once its whole batch is known to be intact.
@@ -44,13 +45,14 @@ pub struct WalStats {
 
 /// A shard's write-ahead log: segmented, append-only, read back by position.
 pub trait Wal: Send + Sync + Sized + 'static {
-    /// Opens (or creates) the log in `dir`. Segments numbered below `floor` are already
+    /// Opens (or creates) the log in `dir` of `fs`. Segments numbered below `floor` are already
     /// compacted: they are deleted. Every intact record of the remaining segments is passed to
     /// `replay`, in log order, by walking headers only (values are not read). A torn tail of the
     /// newest segment is truncated (with an event); damage anywhere else is an error naming the
     /// file and offset. New records get sequence numbers above `last_seq` and above every
     /// recovered one.
     fn open(
+        fs: Arc<dyn FileSystem>,
         dir: &Path,
         floor: SegmentId,
         last_seq: SeqNo,

@@ -12,7 +12,6 @@
 //! Memory: the filter (about 1.2 bytes per key at 1%) on the heap, the page table (one key and
 //! 16 bytes per page) in the file's memory map. File format: `docs/FORMAT.md`.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -175,7 +174,7 @@ impl IndexBuilder for DiskIndexBuilder {
 
 /// The bytes of an index file: mapped (normal use) or owned (fuzzing, verification).
 enum Bytes {
-    Map(memmap2::Mmap),
+    Map(Box<dyn strata_engine::Mapped>),
     Owned(Vec<u8>),
 }
 
@@ -183,7 +182,7 @@ impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Map(m) => m,
+            Bytes::Map(m) => m.bytes(),
             Bytes::Owned(v) => v,
         }
     }
@@ -351,14 +350,8 @@ impl DiskIndex {
     /// filter plus what lookups use.
     fn release_checked_pages(&self) {
         if let Bytes::Map(map) = &self.map {
-            #[expect(
-                unsafe_code,
-                reason = "MADV_DONTNEED on a read-only shared file mapping"
-            )]
-            // SAFETY: a read-only MAP_SHARED mapping of a file strata never modifies; no
-            // reference into it is held across this call.
-            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
-            let _ = map.advise(memmap2::Advice::Random);
+            map.release(0, map.bytes().len());
+            map.advise_random();
         }
     }
 }
@@ -520,13 +513,18 @@ impl IndexFactory for DiskIndexFactory {
         })
     }
 
-    fn load(&self, path: &Path, run: &RunIdentity) -> Result<Box<dyn Index>> {
-        let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-        #[expect(unsafe_code, reason = "the index file is read through a memory map")]
-        // SAFETY: index files are immutable once renamed into place; strata replaces them only
-        // by renaming a new file over the name, which leaves this mapping's inode intact.
-        let map =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", path, e))?;
+    fn load(
+        &self,
+        fs: &dyn strata_engine::FileSystem,
+        path: &Path,
+        run: &RunIdentity,
+    ) -> Result<Box<dyn Index>> {
+        let file = fs
+            .open(path, strata_engine::OpenMode::Read)
+            .map_err(|e| Error::io("opening", path, e))?;
+        // Index files are immutable once renamed into place; strata replaces them only by
+        // renaming a new file over the name, which leaves this mapping's inode intact.
+        let map = file.map().map_err(|e| Error::io("mapping", path, e))?;
         Ok(Box::new(DiskIndex::decode(
             Bytes::Map(map),
             path,
@@ -602,7 +600,9 @@ mod resident {
         let (run, _) = build_run(dir.path(), &factory, 50_000);
         let path = dir.path().join(index_file_name(1));
         let file_kb = std::fs::metadata(&path).unwrap().len() / 1024;
-        let index = factory.load(&path, &run.identity()).unwrap();
+        let index = factory
+            .load(&strata_engine::StdFs, &path, &run.identity())
+            .unwrap();
         assert!(file_kb > 500, "{file_kb}");
         assert!(
             resident_kb(&path) < 64,

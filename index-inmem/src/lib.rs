@@ -253,10 +253,16 @@ impl IndexFactory for InMemoryIndexFactory {
         Box::<InMemoryIndexBuilder>::default()
     }
 
-    fn load(&self, path: &Path, run: &RunIdentity) -> Result<Box<dyn Index>> {
-        let len = std::fs::metadata(path)
+    fn load(
+        &self,
+        fs: &dyn strata_engine::FileSystem,
+        path: &Path,
+        run: &RunIdentity,
+    ) -> Result<Box<dyn Index>> {
+        let len = fs
+            .metadata(path)
             .map_err(|e| Error::io("reading metadata of", path, e))?
-            .len();
+            .len;
         if len > MAX_INMEM_INDEX_FILE_BYTES {
             return Err(Error::corrupt(
                 path,
@@ -265,7 +271,7 @@ impl IndexFactory for InMemoryIndexFactory {
                 format!("{len} bytes is over the limit of {MAX_INMEM_INDEX_FILE_BYTES}"),
             ));
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+        let bytes = fs.read(path).map_err(|e| Error::io("reading", path, e))?;
         Ok(Box::new(InMemoryIndex::decode(&bytes, path, run)?))
     }
 }

@@ -29,12 +29,12 @@ use std::sync::Arc;
 
 pub use strata_compactor::ThreadCompactor;
 pub use strata_engine::{
-    fused_next, prefix_successor, Batch, CompactionOptions, CompactionReport, Durability,
-    EntryKind, Error, Event, EventLog, EventSink, IndexKind, IndexParams, IndexPolicy, MergeSource,
-    Merger, NoEvents, OpRef, Options, PolicyOptions, Result, RunStats, SealDigest, ShardId,
-    ShardSeal, ShardStats, Sharding, Stats, AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES,
-    DEFAULT_MAX_OPEN_FILES, MAX_BATCH_OPS, MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
-    WAL_RECOVERY_WINDOW_BYTES,
+    fused_next, prefix_successor, Batch, CompactionOptions, CompactionReport, DirEntry, Durability,
+    EntryKind, Error, Event, EventLog, EventSink, FileLock, FileSystem, FsFile, IndexKind,
+    IndexParams, IndexPolicy, Mapped, MergeSource, Merger, Metadata, NoEvents, OpRef, OpenMode,
+    Options, PolicyOptions, Result, RunStats, SealDigest, ShardId, ShardSeal, ShardStats, Sharding,
+    Stats, StdFs, AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES, DEFAULT_MAX_OPEN_FILES, MAX_BATCH_OPS,
+    MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES, WAL_RECOVERY_WINDOW_BYTES,
 };
 pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};
@@ -81,7 +81,7 @@ impl Db {
     /// database was created with (for tools that need other options, such as no background
     /// compaction). Never creates a database.
     pub fn open_existing_with(path: impl AsRef<Path>, mut options: Options) -> Result<Db> {
-        options.sharding = strata_engine::stored_sharding(path.as_ref())?;
+        options.sharding = strata_engine::stored_sharding(options.fs.as_ref(), path.as_ref())?;
         options.create_if_missing = false;
         Db::open(path, options)
     }

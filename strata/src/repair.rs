@@ -45,7 +45,7 @@ pub struct RepairReport {
 
 /// Repairs the database in `dir` (which must not be open). See the module docs.
 pub fn repair(dir: &Path) -> Result<RepairReport> {
-    let sharding = strata_engine::stored_sharding(dir)?;
+    let sharding = strata_engine::stored_sharding(&strata_engine::StdFs, dir)?;
     let lock = take_lock(dir)?;
     let name = dir
         .file_name()
@@ -216,7 +216,7 @@ fn salvage_segment(db: &Db, shard: &Path, id: SegmentId, report: &mut RepairRepo
             report,
         )
     };
-    match strata_wal::salvage_segment(&file, id, &mut visit) {
+    match strata_wal::salvage_segment(&strata_engine::StdFs, &file, id, &mut visit) {
         Ok(strata_wal::Ending::Clean) => {}
         Ok(strata_wal::Ending::Torn) => report.dropped.push(Dropped {
             file: file.clone(),

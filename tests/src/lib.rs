@@ -1,6 +1,7 @@
 //! Helpers shared by strata's cross-crate tests.
 
 pub mod fixtures;
+pub mod simfs;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;

@@ -20,14 +20,21 @@ struct Rec {
 fn open(dir: &Path) -> (Result<FileWal, Error>, Vec<Rec>, Vec<Event>) {
     let log = Arc::new(EventLog::default());
     let mut recs = Vec::new();
-    let wal = FileWal::open(dir, SegmentId(0), SeqNo(0), log.clone(), &mut |r| {
-        recs.push(Rec {
-            seq: r.seq,
-            key: r.key.to_vec(),
-            pos: r.pos,
-        });
-        Ok(())
-    });
+    let wal = FileWal::open(
+        strata_engine::StdFs::shared(),
+        dir,
+        SegmentId(0),
+        SeqNo(0),
+        log.clone(),
+        &mut |r| {
+            recs.push(Rec {
+                seq: r.seq,
+                key: r.key.to_vec(),
+                pos: r.pos,
+            });
+            Ok(())
+        },
+    );
     (wal, recs, log.events())
 }
 

@@ -37,16 +37,18 @@ pub struct SalvagedRecord<'a> {
 /// a damaged value is skipped precisely; a damaged header ends the read (nothing after it can be
 /// framed), as does the end of the file. Returns how the segment ended.
 pub fn salvage_segment(
+    fs: &dyn FileSystem,
     path: &Path,
     segment: SegmentId,
     visit: &mut dyn FnMut(SalvagedRecord<'_>) -> Result<()>,
 ) -> Result<Ending> {
-    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("opening", path, e))?;
     let len = file
-        .metadata()
-        .map_err(|e| Error::io("reading metadata of", path, e))?
-        .len();
-    let src = FileAt { file: &file, len };
+        .len()
+        .map_err(|e| Error::io("reading metadata of", path, e))?;
+    let src = FileAt { file: &*file, len };
     let mut value = Vec::new();
     let walked = walk_segment(&src, path, segment, &mut |f| {
         let pos = f.pos;
@@ -71,16 +73,15 @@ pub fn salvage_segment(
 pub const RECORD_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + VALUE_CHECKSUM_BYTES;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_engine::format::{parse_file_name, segment_file_name, FileKind};
 use strata_engine::sync::{Mutex, RwLock};
 use strata_engine::{
-    checksum, Appended, EntryKind, Error, Event, EventSink, OpRef, RecoveredRecord, Result,
-    SegmentId, SeqNo, Wal, WalPos, WalStats, COPY_CHUNK_BYTES, WAL_WRITE_BUFFER_BYTES,
+    checksum, Appended, EntryKind, Error, Event, EventSink, FileSystem, FsFile, OpRef, OpenMode,
+    RecoveredRecord, Result, SegmentId, SeqNo, Wal, WalPos, WalStats, COPY_CHUNK_BYTES,
+    WAL_WRITE_BUFFER_BYTES,
 };
 
 use crate::format::{encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES};
@@ -96,32 +97,37 @@ fn segment_id_from_name(name: &str) -> Option<SegmentId> {
 struct Segment {
     id: SegmentId,
     path: PathBuf,
+    fs: Arc<dyn FileSystem>,
     /// The open descriptor; `None` once released while fully synced (see
     /// [`Wal::release_files`]), reopened by the next use.
-    file: Mutex<Option<Arc<File>>>,
+    file: Mutex<Option<Arc<dyn FsFile>>>,
 }
 
 impl Segment {
-    fn new(id: SegmentId, path: PathBuf, file: File) -> Segment {
+    fn new(
+        fs: &Arc<dyn FileSystem>,
+        id: SegmentId,
+        path: PathBuf,
+        file: Arc<dyn FsFile>,
+    ) -> Segment {
         Segment {
             id,
             path,
-            file: Mutex::new(Some(Arc::new(file))),
+            fs: fs.clone(),
+            file: Mutex::new(Some(file)),
         }
     }
 
     /// The segment's descriptor, reopened (read and write) if it was released.
-    fn file(&self) -> Result<Arc<File>> {
+    fn file(&self) -> Result<Arc<dyn FsFile>> {
         let mut slot = self.file.lock();
         if let Some(f) = &*slot {
             return Ok(f.clone());
         }
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .open(&self.path)
+        let f = self
+            .fs
+            .open(&self.path, OpenMode::ReadWrite)
             .map_err(|e| Error::io("opening", &self.path, e))?;
-        let f = Arc::new(f);
         *slot = Some(f.clone());
         Ok(f)
     }
@@ -143,6 +149,7 @@ struct Writer {
 
 /// A segmented, append-only log in one directory.
 pub struct FileWal {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     writer: Mutex<Writer>,
     segments: RwLock<BTreeMap<SegmentId, Arc<Segment>>>,
@@ -151,31 +158,31 @@ pub struct FileWal {
     recovery_bytes_read: u64,
 }
 
-fn create_segment(dir: &Path, id: SegmentId) -> Result<Segment> {
+fn create_segment(fs: &Arc<dyn FileSystem>, dir: &Path, id: SegmentId) -> Result<Segment> {
     let path = dir.join(segment_file_name(id));
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
+    let file = fs
+        .open(&path, OpenMode::CreateNew)
         .map_err(|e| Error::io("creating", &path, e))?;
     file.write_all_at(&encode_segment_header(id.0), 0)
         .map_err(|e| Error::io("writing", &path, e))?;
-    file.sync_all()
+    file.sync_data()
         .map_err(|e| Error::io("syncing", &path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    fs.sync_dir(dir)
         .map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(Segment::new(id, path, file))
+    Ok(Segment::new(fs, id, path, file))
 }
 
 /// The segment ids in `dir`, ascending. Segments below `floor` are already compacted into
 /// runs: they are deleted here.
-fn list_segments(dir: &Path, floor: SegmentId, events: &dyn EventSink) -> Result<Vec<SegmentId>> {
+fn list_segments(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    floor: SegmentId,
+    events: &dyn EventSink,
+) -> Result<Vec<SegmentId>> {
     let mut ids = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        if let Some(id) = entry.file_name().to_str().and_then(segment_id_from_name) {
+    for entry in fs.list(dir).map_err(|e| Error::io("listing", dir, e))? {
+        if let Some(id) = entry.name.to_str().and_then(segment_id_from_name) {
             ids.push(id);
         }
     }
@@ -196,7 +203,8 @@ fn list_segments(dir: &Path, floor: SegmentId, events: &dyn EventSink) -> Result
     }
     for id in ids.iter().filter(|id| **id < floor) {
         let path = dir.join(segment_file_name(*id));
-        std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+        fs.remove_file(&path)
+            .map_err(|e| Error::io("removing", &path, e))?;
         events.event(&Event::StrayFileRemoved { file: path });
     }
     ids.retain(|id| *id >= floor);
@@ -207,6 +215,7 @@ fn list_segments(dir: &Path, floor: SegmentId, events: &dyn EventSink) -> Result
 /// `max_seq`), and truncates a torn tail if it is the `newest`. Returns the segment, the end of
 /// its last complete batch, and the bytes read.
 fn recover_segment(
+    fs: &Arc<dyn FileSystem>,
     dir: &Path,
     id: SegmentId,
     newest: bool,
@@ -215,16 +224,28 @@ fn recover_segment(
     replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
 ) -> Result<(Segment, u64, u64)> {
     let path = dir.join(segment_file_name(id));
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .open(&path)
+    let file = fs
+        .open(&path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("opening", &path, e))?;
     let len = file
-        .metadata()
-        .map_err(|e| Error::io("reading metadata of", &path, e))?
-        .len();
-    let src = FileAt { file: &file, len };
+        .len()
+        .map_err(|e| Error::io("reading metadata of", &path, e))?;
+    let src = FileAt { file: &*file, len };
+    if newest && torn_creation(&src, &path, id)? {
+        // Created, its header torn by a crash before the header's sync: nothing after it was
+        // ever synced (a sync covers the header too), so it holds nothing durable.
+        truncate_tail(&*file, &path, id, 0)?;
+        events.event(&Event::WalTailTruncated {
+            file: path.clone(),
+            offset: 0,
+            dropped_bytes: len,
+        });
+        return Ok((
+            Segment::new(fs, id, path, file),
+            0,
+            SEGMENT_HEADER_BYTES as u64,
+        ));
+    }
     let mut apply = |f: &Found| {
         *max_seq = (*max_seq).max(f.header.seq);
         replay(RecoveredRecord {
@@ -253,7 +274,7 @@ fn recover_segment(
     })?;
     let bytes_read = walked.bytes_read;
     let mut end = kept_end(walked, newest, &src, &path)?;
-    match first_torn_value(&file, &path, &held)? {
+    match first_torn_value(&*file, &path, &held)? {
         None => held.iter().try_for_each(&mut apply)?,
         Some(batch_start) => end = end.min(batch_start),
     }
@@ -261,20 +282,50 @@ fn recover_segment(
     // even at 0 bytes) gets its header written again, or the next append would land behind
     // zeros where the header belongs.
     if end < len || len < SEGMENT_HEADER_BYTES as u64 {
-        truncate_tail(&file, &path, id, end)?;
+        truncate_tail(&*file, &path, id, end)?;
         events.event(&Event::WalTailTruncated {
             file: path.clone(),
             offset: end,
             dropped_bytes: len - end,
         });
+    } else if newest && end > SEGMENT_HEADER_BYTES as u64 {
+        // What a killed process wrote may still be only in the page cache: sync it before
+        // anything recovered from it is reported durable.
+        file.sync_data()
+            .map_err(|e| Error::io("syncing", &path, e))?;
     }
-    Ok((Segment::new(id, path, file), end, bytes_read))
+    Ok((Segment::new(fs, id, path, file), end, bytes_read))
+}
+
+/// Whether the newest segment's header is torn (it fails its own checksum) with no intact
+/// record after it: a crash between the segment's creation and the sync of its header.
+fn torn_creation(src: &FileAt<'_>, path: &Path, id: SegmentId) -> Result<bool> {
+    if src.len < SEGMENT_HEADER_BYTES as u64 {
+        return Ok(false); // handled by the walk as a short segment
+    }
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    src.file
+        .read_exact_at(&mut h, 0)
+        .map_err(|e| Error::io("reading", path, e))?;
+    // A header that checks against its own checksum is not torn (it may be of another
+    // version or segment: the walk names that).
+    let (body, sum) = h.split_at(SEGMENT_HEADER_BYTES - 8);
+    if crate::format::check_segment_header(&h, path, id.0).is_ok()
+        || checksum(body).to_le_bytes() == sum
+    {
+        return Ok(false);
+    }
+    Ok(!walk::intact_header_after(
+        src,
+        path,
+        SEGMENT_HEADER_BYTES as u64 - 1,
+    )?)
 }
 
 /// Checks the values of `batch` (the newest segment's last whole batch) against their
 /// checksums, streaming in [`COPY_CHUNK_BYTES`] chunks; returns the offset where the batch
 /// starts if one fails (the batch is then a torn tail), `None` if all hold.
-fn first_torn_value(file: &File, path: &Path, batch: &[Found]) -> Result<Option<u64>> {
+fn first_torn_value(file: &dyn FsFile, path: &Path, batch: &[Found]) -> Result<Option<u64>> {
     let mut chunk = Vec::new();
     for f in batch.iter().filter(|f| f.header.kind == EntryKind::Put) {
         if chunk.is_empty() {
@@ -291,7 +342,7 @@ fn first_torn_value(file: &File, path: &Path, batch: &[Found]) -> Result<Option<
 
 /// Whether the value at `pos` matches its checksum. A value cut short by the file's end is not
 /// intact; other read errors are errors.
-fn value_intact(file: &File, path: &Path, pos: WalPos, chunk: &mut [u8]) -> Result<bool> {
+fn value_intact(file: &dyn FsFile, path: &Path, pos: WalPos, chunk: &mut [u8]) -> Result<bool> {
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     let mut at = pos.value_offset;
     let mut left = pos.value_len as usize;
@@ -338,7 +389,7 @@ fn kept_end(walked: Walked, newest: bool, src: &FileAt<'_>, path: &Path) -> Resu
 }
 
 /// Cuts segment `id` back to `end` (the end of its last complete batch) and syncs.
-fn truncate_tail(file: &File, path: &Path, id: SegmentId, end: u64) -> Result<()> {
+fn truncate_tail(file: &dyn FsFile, path: &Path, id: SegmentId, end: u64) -> Result<()> {
     if end == 0 {
         // Crashed while creating the segment: write its header again.
         file.set_len(0)
@@ -349,7 +400,7 @@ fn truncate_tail(file: &File, path: &Path, id: SegmentId, end: u64) -> Result<()
         file.set_len(end)
             .map_err(|e| Error::io("truncating", path, e))?;
     }
-    file.sync_all().map_err(|e| Error::io("syncing", path, e))
+    file.sync_data().map_err(|e| Error::io("syncing", path, e))
 }
 
 impl Writer {
@@ -463,13 +514,14 @@ impl FileWal {
 
 impl Wal for FileWal {
     fn open(
+        fs: Arc<dyn FileSystem>,
         dir: &Path,
         floor: SegmentId,
         last_seq: SeqNo,
         events: Arc<dyn EventSink>,
         replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
     ) -> Result<FileWal> {
-        let ids = list_segments(dir, floor, &*events)?;
+        let ids = list_segments(fs.as_ref(), dir, floor, &*events)?;
         let mut segments = BTreeMap::new();
         let mut max_seq = last_seq;
         let mut bytes_read = 0;
@@ -477,7 +529,7 @@ impl Wal for FileWal {
         for (i, &id) in ids.iter().enumerate() {
             let newest = i + 1 == ids.len();
             let (seg, end, read) =
-                recover_segment(dir, id, newest, &*events, &mut max_seq, replay)?;
+                recover_segment(&fs, dir, id, newest, &*events, &mut max_seq, replay)?;
             bytes_read += read;
             let seg = Arc::new(seg);
             segments.insert(id, seg.clone());
@@ -489,13 +541,14 @@ impl Wal for FileWal {
             Some(a) => a,
             None => {
                 let id = SegmentId(floor.0.max(1));
-                let seg = Arc::new(create_segment(dir, id)?);
+                let seg = Arc::new(create_segment(&fs, dir, id)?);
                 segments.insert(id, seg.clone());
                 (seg, SEGMENT_HEADER_BYTES as u64)
             }
         };
         let synced = (seg.id, len);
         Ok(FileWal {
+            fs,
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
                 seg,
@@ -569,7 +622,7 @@ impl Wal for FileWal {
             return Err(self.fail(&mut w, e));
         }
         let id = w.seg.id.next();
-        let seg = match create_segment(&self.dir, id) {
+        let seg = match create_segment(&self.fs, &self.dir, id) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(self.fail(&mut w, e)),
         };
@@ -658,7 +711,9 @@ impl Wal for FileWal {
             "removing the active segment"
         );
         if let Some(seg) = self.segments.write().remove(&segment) {
-            std::fs::remove_file(&seg.path).map_err(|e| Error::io("removing", &seg.path, e))?;
+            self.fs
+                .remove_file(&seg.path)
+                .map_err(|e| Error::io("removing", &seg.path, e))?;
         }
         Ok(())
     }
@@ -676,7 +731,7 @@ impl Wal for FileWal {
                 if s.id == active_id {
                     active_len
                 } else {
-                    std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)
+                    self.fs.metadata(&s.path).map(|m| m.len).unwrap_or(0)
                 }
             })
             .sum();

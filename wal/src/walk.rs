@@ -32,7 +32,7 @@ impl ReadAt for [u8] {
 /// A file and its length at open.
 pub struct FileAt<'a> {
     /// The file.
-    pub file: &'a std::fs::File,
+    pub file: &'a dyn strata_engine::FsFile,
     /// Its length.
     pub len: u64,
 }
@@ -42,7 +42,7 @@ impl ReadAt for FileAt<'_> {
         self.len
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(self.file, buf, offset)
+        self.file.read_exact_at(buf, offset)
     }
 }
 
