@@ -196,7 +196,7 @@ impl<W: Wal> Engine<W> {
             factories: indexes,
             policy: options.index_policy,
             files: Arc::new(crate::files::FileCache::new(
-                options.max_open_files,
+                crate::files::open_files_budget(options.max_open_files),
                 options.fs.clone(),
             )),
         };

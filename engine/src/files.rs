@@ -13,6 +13,24 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, FsFile, OpenMode};
+use crate::limits::RLIMIT_NOFILE_DIVISOR;
+
+/// The cache capacity for a request of `max_open_files`: at most the soft descriptor limit
+/// divided by [`RLIMIT_NOFILE_DIVISOR`] (when the limit can be read from `/proc/self/limits`),
+/// and at least 1.
+pub fn open_files_budget(max_open_files: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    match soft {
+        Some(limit) => max_open_files.min(limit / RLIMIT_NOFILE_DIVISOR),
+        None => max_open_files,
+    }
+    .max(1)
+}
 
 /// The cache. Cheap to share (`Arc`).
 #[derive(Debug)]
@@ -116,5 +134,18 @@ mod tests {
         assert_eq!(cache.open_files(), 1);
         let e = cache.get(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(e, Error::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_budget_stays_under_the_descriptor_limit() {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let soft: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert_eq!(open_files_budget(usize::MAX), soft / RLIMIT_NOFILE_DIVISOR);
+        assert_eq!(open_files_budget(3), 3.min(soft / RLIMIT_NOFILE_DIVISOR));
+        assert_eq!(open_files_budget(0), 1);
     }
 }

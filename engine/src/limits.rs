@@ -88,6 +88,11 @@ pub const DEFAULT_STALL_STOP_BYTES: u64 = 8 * DEFAULT_WAL_ROTATE_BYTES;
 /// Default number of run files held open at once (a common `ulimit -n` is 1024).
 pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
 
+/// The run-file cache holds at most the process's soft descriptor limit (`ulimit -n`, read
+/// at open) divided by this, whatever `max_open_files` asks: the rest is left to the WAL
+/// segments of shards being written, the directories being synced and the embedding program.
+pub const RLIMIT_NOFILE_DIVISOR: usize = 2;
+
 /// Default delay of a slowed write, in microseconds.
 pub const DEFAULT_STALL_SLOWDOWN_DELAY_US: u64 = 1_000;
 

@@ -197,9 +197,11 @@ pub struct Options {
     pub compaction: CompactionOptions,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
-    /// Most run files held open at once (default [`DEFAULT_MAX_OPEN_FILES`]); others are
-    /// opened on demand and the least recently used closed. Each shard's WAL adds one
-    /// descriptor while its active segment holds data.
+    /// Most run files held open at once (default [`DEFAULT_MAX_OPEN_FILES`]), and never more
+    /// than the soft `ulimit -n` divided by
+    /// [`RLIMIT_NOFILE_DIVISOR`](crate::RLIMIT_NOFILE_DIVISOR); others are opened on
+    /// demand and the least recently used closed. Each shard's WAL adds one descriptor while
+    /// its active segment holds unsynced data.
     pub max_open_files: usize,
     /// The file system everything is read from and written to (default [`StdFs`], the host's).
     /// Tests put a simulated one here.

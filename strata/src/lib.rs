@@ -34,7 +34,8 @@ pub use strata_engine::{
     IndexParams, IndexPolicy, Mapped, MergeSource, Merger, Metadata, NoEvents, OpRef, OpenMode,
     Options, PolicyOptions, Result, RunStats, SealDigest, ShardId, ShardSeal, ShardStats, Sharding,
     Stats, StdFs, AUTO_INDEX_CUTOFF_BYTES, COPY_CHUNK_BYTES, DEFAULT_MAX_OPEN_FILES, MAX_BATCH_OPS,
-    MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES, WAL_RECOVERY_WINDOW_BYTES,
+    MAX_HASH_SHARDS, MAX_KEY_BYTES, MAX_VALUE_BYTES, RLIMIT_NOFILE_DIVISOR,
+    WAL_RECOVERY_WINDOW_BYTES,
 };
 pub use strata_index_disk::{DiskIndexFactory, DISK_KIND};
 pub use strata_index_inmem::{InMemoryIndexFactory, INMEM_KIND};

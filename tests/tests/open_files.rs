@@ -66,6 +66,18 @@ fn many_shards_open_and_serve_under_ulimit_1024_with_default_options() {
 fn many_shards_open_and_serve_under_ulimit_256_with_a_smaller_cache() {
     let dir = tempfile::tempdir().unwrap();
     make(dir.path());
-    let fds = child_under_limit(dir.path(), 256, 128);
-    assert!(fds <= 128 + 16, "{fds} descriptors");
+    let fds = child_under_limit(dir.path(), 256, 64);
+    assert!(fds <= 64 + 16, "{fds} descriptors");
+}
+
+/// The default cache (512) is cut to half the descriptor limit at open.
+#[test]
+fn many_shards_open_and_serve_under_ulimit_256_with_default_options() {
+    let dir = tempfile::tempdir().unwrap();
+    make(dir.path());
+    let fds = child_under_limit(dir.path(), 256, strata::DEFAULT_MAX_OPEN_FILES);
+    assert!(
+        fds <= 256 / strata::RLIMIT_NOFILE_DIVISOR + 16,
+        "{fds} descriptors"
+    );
 }
