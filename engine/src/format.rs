@@ -81,46 +81,109 @@ pub struct RunRecord<'a> {
     pub offset: u64,
 }
 
-/// Reads run `id` of the shard directory `dir` from its first record on and hands every record
-/// to `visit` in file order, for tools that salvage data (`strata repair`). Values are read
-/// whole, one at a time (each at most `MAX_VALUE_BYTES`). A record whose header is intact but
-/// whose checksum fails is handed over without its value and the read goes on (its lengths
-/// framed it); a header that fails its checks stops the read, since nothing after it can be
-/// framed. Returns how many records were read, and the error that stopped the read, if any.
+/// Reads run `id` of the shard directory `dir` and hands every intact record to `visit` in
+/// file order, for tools that salvage data (`strata repair`). Nothing is trusted but each
+/// record's own checksum (over its header, key and value): a damaged run header or footer is
+/// reported to `gap` and the records between them are still read; a record whose header frames
+/// it but whose checksum fails is handed over without its value (`value: None`) when the next
+/// record starts where it ends; anything else that does not parse is skipped up to the next
+/// offset where an intact record starts (a byte-by-byte search), and the skipped span is
+/// reported to `gap` as `(offset, bytes, what was wrong at offset)`. The run is read through a
+/// map whose pages are released behind the read. Returns how many records were handed over,
+/// and the error that stopped the read (a file that cannot be opened or read, a run of another
+/// format version, or an error from `visit`).
 pub fn for_each_run_record(
     dir: &Path,
     id: u64,
     visit: &mut dyn FnMut(RunRecord<'_>) -> Result<()>,
+    gap: &mut dyn FnMut(u64, u64, &Error),
 ) -> (u64, Result<()>) {
     let mut count = 0;
-    let result = (|| -> Result<()> {
-        let mut stream = crate::run::RunStream::open(&crate::fs::StdFs, dir, id)?;
-        let mut value = Vec::new();
-        while stream.advance()? {
-            let meta = *stream.meta().expect("positioned");
-            let offset = stream.record_offset();
-            let key = stream.key().to_vec();
-            value.clear();
-            let intact = match stream.stream_value(&mut |c| {
-                value.extend_from_slice(c);
-                Ok(())
-            }) {
-                Ok(()) => true,
-                Err(Error::ChecksumMismatch { .. }) => false,
-                Err(e) => return Err(e),
-            };
+    let result = salvage_run(
+        dir,
+        id,
+        &mut |r| {
+            count += 1;
+            visit(r)
+        },
+        gap,
+    );
+    (count, result)
+}
+
+fn salvage_run(
+    dir: &Path,
+    id: u64,
+    visit: &mut dyn FnMut(RunRecord<'_>) -> Result<()>,
+    gap: &mut dyn FnMut(u64, u64, &Error),
+) -> Result<()> {
+    use crate::fs::FileSystem;
+    use crate::run::{RecordMeta, RUN_FOOTER_BYTES, RUN_HEADER_BYTES};
+    const RELEASE_EVERY: usize = 1 << 20;
+    let path = dir.join(run_file_name(id));
+    let fs = crate::fs::StdFs;
+    match crate::run::read_run_frame(&fs, &path, id) {
+        Ok(_) => {}
+        Err(e @ (Error::UnsupportedVersion { .. } | Error::Io { .. })) => return Err(e),
+        Err(e) => gap(e.offset().unwrap_or(0), 0, &e),
+    }
+    let file = fs
+        .open(&path, crate::fs::OpenMode::Read)
+        .map_err(|e| Error::io("opening", &path, e))?;
+    let map = file.map().map_err(|e| Error::io("mapping", &path, e))?;
+    let bytes = map.bytes();
+    let data_end = bytes.len().saturating_sub(RUN_FOOTER_BYTES);
+    let data = &bytes[..data_end];
+    let mut offset = RUN_HEADER_BYTES;
+    let mut released = 0;
+    while offset < data_end {
+        if offset - released >= RELEASE_EVERY {
+            map.release(released, offset - released);
+            released = offset;
+        }
+        let e = match crate::run::parse_record(data, &path, offset as u64) {
+            Ok(rec) => {
+                visit(RunRecord {
+                    key: rec.key,
+                    kind: rec.meta.kind,
+                    tag: rec.meta.tag,
+                    value: Some(rec.value),
+                    offset: offset as u64,
+                })?;
+                offset = rec.next as usize;
+                continue;
+            }
+            Err(e) => e,
+        };
+        // A header that frames a record ending where the next intact one starts (or at the
+        // data end): the record is damaged in its key or value only; hand over its key.
+        let framed = RecordMeta::decode(&data[offset..], &path, offset as u64)
+            .ok()
+            .map(|m| (m, offset + m.record_len() as usize))
+            .filter(|(_, next)| {
+                *next == data_end
+                    || (*next < data_end
+                        && crate::run::parse_record(data, &path, *next as u64).is_ok())
+            });
+        if let Some((meta, next)) = framed {
+            let key_at = offset + crate::run::RECORD_HEADER_BYTES;
             visit(RunRecord {
-                key: &key,
+                key: &data[key_at..key_at + meta.key_len],
                 kind: meta.kind,
                 tag: meta.tag,
-                value: intact.then_some(value.as_slice()),
-                offset,
+                value: None,
+                offset: offset as u64,
             })?;
-            count += 1;
+            offset = next;
+            continue;
         }
-        Ok(())
-    })();
-    (count, result)
+        let resume = (offset + 1..data_end)
+            .find(|p| crate::run::parse_record(data, &path, *p as u64).is_ok())
+            .unwrap_or(data_end);
+        gap(offset as u64, (resume - offset) as u64, &e);
+        offset = resume;
+    }
+    Ok(())
 }
 
 /// Bytes of a frame's checksum (xxh3-64, little-endian), always the frame's last 8.

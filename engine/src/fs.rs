@@ -83,7 +83,7 @@ pub trait FsFile: Send + Sync + Debug {
     /// Cuts or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Maps the whole file read-only. Only for files that are never written again.
     fn map(&self) -> io::Result<Box<dyn Mapped>>;
 
@@ -136,7 +136,7 @@ pub trait FileSystem: Send + Sync + Debug {
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let file = self.open(path, OpenMode::Read)?;
-        let mut bytes = vec![0u8; file.len()? as usize];
+        let mut bytes = vec![0u8; file.size()? as usize];
         file.read_exact_at(&mut bytes, 0)?;
         Ok(bytes)
     }
@@ -276,7 +276,7 @@ impl FsFile for StdFile {
         self.0.set_len(len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 

@@ -733,7 +733,7 @@ pub fn read_run_frame(
         .open(path, OpenMode::Read)
         .map_err(|e| Error::io("opening", path, e))?;
     let len = file
-        .len()
+        .size()
         .map_err(|e| Error::io("reading metadata of", path, e))?;
     let mut head = [0u8; RUN_HEADER_BYTES];
     let mut tail = [0u8; RUN_FOOTER_BYTES];

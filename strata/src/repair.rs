@@ -173,14 +173,27 @@ fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()>
     let (runs, floor) = shard_inputs(shard, report)?;
     for id in runs {
         let file = shard.join(format::run_file_name(id));
+        let mut gaps = Vec::new();
         let mut visit =
             |r: RunRecord<'_>| apply(db, &file, r.key, r.kind, r.tag, r.value, r.offset, report);
-        let (_, result) = format::for_each_run_record(shard, id, &mut visit);
+        let mut gap = |offset: u64, bytes: u64, e: &Error| {
+            gaps.push(Dropped {
+                file: file.clone(),
+                offset,
+                detail: if bytes == 0 {
+                    format!("{e}; the records after it are still read")
+                } else {
+                    format!("{e}; {bytes} bytes skipped up to the next intact record")
+                },
+            })
+        };
+        let (_, result) = format::for_each_run_record(shard, id, &mut visit, &mut gap);
+        report.dropped.append(&mut gaps);
         if let Err(e) = result {
             report.dropped.push(Dropped {
                 file: file.clone(),
                 offset: e.offset().unwrap_or(0),
-                detail: format!("{e}; the rest of this run cannot be framed and is dropped"),
+                detail: format!("{e}; the rest of this run is dropped"),
             });
         }
     }

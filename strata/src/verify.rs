@@ -259,15 +259,21 @@ fn check_seal(
     let mut digest = strata_engine::SealDigest::new();
     let mut intact = true;
     if let Some(run) = manifest.runs.first() {
-        let (_, result) = format::for_each_run_record(shard, run.id, &mut |r| {
-            match (r.kind, r.value) {
-                (strata_engine::EntryKind::Put, Some(value)) => digest.add(r.key, value),
-                (strata_engine::EntryKind::Put, None) => intact = false,
-                (strata_engine::EntryKind::Delete, _) => {}
-            }
-            Ok(())
-        });
-        intact &= result.is_ok();
+        let mut gaps = false;
+        let (_, result) = format::for_each_run_record(
+            shard,
+            run.id,
+            &mut |r| {
+                match (r.kind, r.value) {
+                    (strata_engine::EntryKind::Put, Some(value)) => digest.add(r.key, value),
+                    (strata_engine::EntryKind::Put, None) => intact = false,
+                    (strata_engine::EntryKind::Delete, _) => {}
+                }
+                Ok(())
+            },
+            &mut |_, _, _| gaps = true,
+        );
+        intact &= result.is_ok() && !gaps;
     }
     let found = digest.finish();
     if intact && found != *seal {

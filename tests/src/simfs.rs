@@ -472,7 +472,7 @@ impl FsFile for SimFile {
         self.change(FileOp::SetLen(len))
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         self.with_data(|d| d.len() as u64)
     }
 

@@ -46,10 +46,14 @@ fn sim_options(fs: &SimFs, seed: u64, per_batch: bool) -> Options {
     o.compaction.auto = false;
     o.compaction.policy.wal_rotate_bytes = 4 << 10;
     o.compaction.policy.wal_rotate_entries = 16;
-    o.index_policy = IndexPolicy::Always(if seed % 2 == 0 { DISK_KIND } else { INMEM_KIND });
+    o.index_policy = IndexPolicy::Always(if seed.is_multiple_of(2) {
+        DISK_KIND
+    } else {
+        INMEM_KIND
+    });
     o.durability = if per_batch {
         Durability::SyncPerBatch
-    } else if seed % 3 == 0 {
+    } else if seed.is_multiple_of(3) {
         // Long enough never to fire in a test: what is not synced by hand is not durable.
         Durability::Periodic {
             interval_ms: 3_600_000,
@@ -63,20 +67,23 @@ fn sim_options(fs: &SimFs, seed: u64, per_batch: bool) -> Options {
 /// What each key may hold: `values[0]` is its value at the last point it was known durable;
 /// later entries were written after (acknowledged or failed). `last_ok` is the newest
 /// acknowledged one.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Candidates {
     values: Vec<Option<Vec<u8>>>,
     last_ok: usize,
 }
 
-impl Candidates {
-    fn new() -> Candidates {
+impl Default for Candidates {
+    /// A key never written: absent.
+    fn default() -> Candidates {
         Candidates {
             values: vec![None],
             last_ok: 0,
         }
     }
+}
 
+impl Candidates {
     fn durable(&mut self) {
         self.values.drain(..self.last_ok);
         self.last_ok = 0;
@@ -112,7 +119,7 @@ impl Model {
 
     fn write(&mut self, k: u64, v: Option<Vec<u8>>, ok: bool, durable: bool) {
         self.failed |= !ok;
-        let c = self.keys.entry(k).or_insert_with(Candidates::new);
+        let c = self.keys.entry(k).or_default();
         c.values.push(v);
         if ok {
             c.last_ok = c.values.len() - 1;

@@ -46,7 +46,7 @@ pub fn salvage_segment(
         .open(path, OpenMode::Read)
         .map_err(|e| Error::io("opening", path, e))?;
     let len = file
-        .len()
+        .size()
         .map_err(|e| Error::io("reading metadata of", path, e))?;
     let src = FileAt { file: &*file, len };
     let mut value = Vec::new();
@@ -228,7 +228,7 @@ fn recover_segment(
         .open(&path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("opening", &path, e))?;
     let len = file
-        .len()
+        .size()
         .map_err(|e| Error::io("reading metadata of", &path, e))?;
     let src = FileAt { file: &*file, len };
     if newest && torn_creation(&src, &path, id)? {
