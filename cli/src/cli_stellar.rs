@@ -9,6 +9,7 @@ use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
 use strata_stellar::archive::{check_archive, Archive, MergeCheck};
+use strata_stellar::fetch::{mirror_checkpoint, FetchOptions, FetchProgress, FetchReport};
 use strata_stellar::key::{entry_type_name, parse_entry_type, ENTRY_TYPES};
 use strata_stellar::merge::{merge_files, merge_protocol, FIRST_PROTOCOL_WITHOUT_SHADOWS};
 use strata_stellar::stellar_xdr::{LedgerKey, Limits, ReadXdr};
@@ -22,14 +23,22 @@ pub enum Stellar {
     /// Imports a history archive's bucket list at a checkpoint into a store (replacing what it
     /// held; a failed import leaves the store as it was).
     Import {
-        /// The history archive's root directory.
-        archive: PathBuf,
+        /// The history archive: its root directory, or its base URL (`http://...`; `https://`
+        /// needs a build with `--features tls`).
+        archive: String,
         /// The store's directory (created if missing).
         #[arg(long)]
         db: PathBuf,
         /// The checkpoint ledger (63, 127, ...); default: the archive's latest.
         #[arg(long)]
         checkpoint: Option<u32>,
+        /// For a URL: downloads at once.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// For a URL: the folder that keeps what was downloaded, laid out as an archive
+        /// (default: `<db>.archive` beside the store). Buckets it holds are not fetched again.
+        #[arg(long)]
+        cache: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -95,8 +104,10 @@ pub fn run(command: Stellar) -> CliResult {
             archive,
             db,
             checkpoint,
+            jobs,
+            cache,
             json,
-        } => stellar_import(archive, &db, checkpoint, json),
+        } => stellar_import(&archive, &db, checkpoint, jobs, cache, json),
         Stellar::Get { db, key, json } => stellar_get(&db, &key, json),
         Stellar::Scan {
             db,
@@ -115,20 +126,88 @@ pub fn run(command: Stellar) -> CliResult {
     }
 }
 
-/// `stellar import`.
-fn stellar_import(archive: PathBuf, db: &Path, checkpoint: Option<u32>, json: bool) -> CliResult {
+/// Downloads checkpoint `checkpoint` of the archive at `url` into `cache` (a progress bar on
+/// a terminal); returns the fetch report.
+fn fetch_archive(
+    url: &str,
+    checkpoint: Option<u32>,
+    cache: &Path,
+    jobs: usize,
+) -> Result<FetchReport, Box<dyn std::error::Error>> {
+    use std::io::IsTerminal;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {pos}/{len} buckets, {prefix} [{elapsed_precise}]",
+            )
+            .expect("template"),
+        );
+        b.set_message("downloading");
+        b
+    });
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let progress = |p: FetchProgress| {
+        let Some(bar) = &bar else { return };
+        match p {
+            FetchProgress::Planned { buckets } => bar.set_length(buckets as u64),
+            FetchProgress::BucketDone => bar.inc(1),
+            FetchProgress::Bytes(n) => {
+                let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                bar.set_prefix(indicatif::HumanBytes(total).to_string());
+            }
+        }
+    };
+    let options = FetchOptions {
+        jobs,
+        ..FetchOptions::default()
+    };
+    let report = mirror_checkpoint(url, checkpoint, cache, &options, &progress)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report)
+}
+
+/// `stellar import`: from a folder, or from a URL through a local cache folder.
+fn stellar_import(
+    archive: &str,
+    db: &Path,
+    checkpoint: Option<u32>,
+    jobs: usize,
+    cache: Option<PathBuf>,
+    json: bool,
+) -> CliResult {
     let started = Instant::now();
+    let is_url = archive.starts_with("http://") || archive.starts_with("https://");
+    let (root, checkpoint, fetched) = if is_url {
+        let cache = cache.unwrap_or_else(|| {
+            let mut name = db.as_os_str().to_os_string();
+            name.push(".archive");
+            PathBuf::from(name)
+        });
+        let fetched = fetch_archive(archive, checkpoint, &cache, jobs)?;
+        (cache, Some(fetched.checkpoint), Some(fetched))
+    } else {
+        (PathBuf::from(archive), checkpoint, None)
+    };
     let mut store = LedgerStore::open(db)?;
-    let report = store.import_archive(&Archive::new(archive), checkpoint)?;
+    let report = store.import_archive(&Archive::new(root), checkpoint)?;
     store.close()?;
     let secs = started.elapsed().as_secs_f64();
+    let (downloaded, held, bytes) = fetched.map_or((0, 0, 0), |f| (f.fetched, f.held, f.bytes));
     if json {
         println!(
             "{}",
             json!({"checkpoint": report.checkpoint, "buckets": report.buckets,
-                "entries": report.entries, "bytes": report.bytes, "seconds": secs})
+                "entries": report.entries, "bytes": report.bytes, "seconds": secs,
+                "downloaded_buckets": downloaded, "cached_buckets": held,
+                "downloaded_bytes": bytes})
         );
     } else {
+        if is_url {
+            println!("downloaded {downloaded} buckets ({bytes} bytes), {held} already held");
+        }
         println!(
             "imported checkpoint {}: {} buckets, {} entries, {} bytes in {secs:.2} s",
             report.checkpoint, report.buckets, report.entries, report.bytes

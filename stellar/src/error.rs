@@ -7,6 +7,14 @@ use std::path::PathBuf;
 /// An error from reading, writing or merging buckets or from reading a history archive.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A download from a history archive failed (after retries, for a transient failure).
+    #[error("{url}: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An I/O error on a file.
     #[error("{path}: {source}")]
     Io {
@@ -125,9 +133,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// The file the error concerns.
+    /// The file the error concerns (the URL, for a download).
     pub fn file(&self) -> &std::path::Path {
         match self {
+            Error::Fetch { url, .. } => std::path::Path::new(url.as_str()),
             Error::Io { path, .. } | Error::Archive { path, .. } => path,
             Error::Gzip { bucket, .. }
             | Error::BadMark { bucket, .. }
@@ -144,7 +153,7 @@ impl Error {
     /// The offset in the uncompressed bucket stream the error concerns, if any.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            Error::Io { .. } | Error::Archive { .. } => None,
+            Error::Io { .. } | Error::Archive { .. } | Error::Fetch { .. } => None,
             Error::Gzip { offset, .. }
             | Error::BadMark { offset, .. }
             | Error::RecordTooLarge { offset, .. }

@@ -10,6 +10,8 @@
 //!   output.
 //! - [`archive`]: history archive states, bucket paths, the bucket list's merge schedule and
 //!   the check that re-performs every merge an archive shows.
+//! - [`fetch`]: a checkpoint of an archive over HTTP, streamed into a local folder (parallel
+//!   downloads, gunzip and SHA-256 on the fly, retries), reusing the buckets it holds.
 //! - [`store`]: the ledger store, a bucket list's state in a strata database, with lookups by
 //!   `LedgerKey` and per-type scans (through strata's one k-way merge).
 //!
@@ -24,6 +26,7 @@
 pub mod archive;
 pub mod bucket;
 pub mod error;
+pub mod fetch;
 pub mod key;
 mod limits;
 pub mod merge;

@@ -13,7 +13,7 @@
 //! - **I/O errors**: the same workload with its Nth mutating call or open failing once with
 //!   EIO, ENOSPC or EMFILE, for every N it reaches; then a power loss; the same checks.
 //!
-//! CI runs `STRATA_SIM_SEEDS` (default 60) seeds, each at `STRATA_SIM_POINTS` (default 4)
+//! CI runs `STRATA_SIM_SEEDS` (default 200) seeds, each at `STRATA_SIM_POINTS` (default 2)
 //! random crash points, and the I/O-error campaign over every call of 2 seeds. Set
 //! `STRATA_SIM_POINTS=all` to try every crash point of every seed (the long campaign).
 
@@ -292,9 +292,9 @@ fn power_loss_at_random_points_loses_nothing_durable() {
     if let Some((seed, point, tear)) = replay() {
         return crash_once(seed, point, tear);
     }
-    let seeds = env_u64("STRATA_SIM_SEEDS", 60);
+    let seeds = env_u64("STRATA_SIM_SEEDS", 200);
     let all = std::env::var("STRATA_SIM_POINTS").is_ok_and(|v| v == "all");
-    let per_seed = env_u64("STRATA_SIM_POINTS", 4);
+    let per_seed = env_u64("STRATA_SIM_POINTS", 2);
     let mut points = 0u64;
     for seed in 0..seeds {
         let calls = calls_of(seed);
