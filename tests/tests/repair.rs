@@ -34,17 +34,23 @@ fn damage(file: &Path, needle: &[u8]) {
     std::fs::write(file, bytes).unwrap();
 }
 
-#[test]
-fn repair_salvages_every_intact_record_around_damage_in_a_run_and_a_wal_segment() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("db");
+/// A single-shard database in `dir` whose keys 0..100 are in one run; still open.
+fn one_run_of_100(dir: &Path) -> (Db, strata::Options) {
     let mut o = strata_tests::options(Sharding::Single);
     o.compaction.auto = false;
-    let db = Db::open(&dir, o.clone()).unwrap();
+    let db = Db::open(dir, o.clone()).unwrap();
     for i in 0..100 {
         db.put(&key(i), &value(i)).unwrap();
     }
     db.compact_all().unwrap();
+    (db, o)
+}
+
+#[test]
+fn repair_salvages_every_intact_record_around_damage_in_a_run_and_a_wal_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let (db, o) = one_run_of_100(&dir);
     for b in 0..5 {
         let mut batch = Batch::new();
         for i in 100 + b * 10..110 + b * 10 {
@@ -103,13 +109,7 @@ fn repair_salvages_every_intact_record_around_damage_in_a_run_and_a_wal_segment(
 fn repair_resynchronises_after_damaged_record_headers_and_a_damaged_run_frame() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    let mut o = strata_tests::options(Sharding::Single);
-    o.compaction.auto = false;
-    let db = Db::open(&dir, o.clone()).unwrap();
-    for i in 0..100 {
-        db.put(&key(i), &value(i)).unwrap();
-    }
-    db.compact_all().unwrap();
+    let (db, o) = one_run_of_100(&dir);
     db.close().unwrap();
     let run = file_with(&dir, ".run");
     let mut bytes = std::fs::read(&run).unwrap();
