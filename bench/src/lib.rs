@@ -868,7 +868,7 @@ pub fn stellar(
 ) -> std::result::Result<StellarReport, Box<dyn std::error::Error>> {
     use strata_stellar::bucket::{EntryKind, EMPTY_BUCKET};
     use strata_stellar::stellar_xdr::LedgerEntryType;
-    use strata_stellar::store::{slot_prefix, synthetic, LedgerStore};
+    use strata_stellar::store::{synthetic, LedgerStore};
 
     std::fs::create_dir_all(dir)?;
     let mut store = LedgerStore::open(dir.join("db"))?;
@@ -901,7 +901,7 @@ pub fn stellar(
                 if *name == EMPTY_BUCKET {
                     continue;
                 }
-                let mut prefix = slot_prefix(state.generation, slot as u8);
+                let mut prefix = state.slot_prefix(slot);
                 let header = prefix.len();
                 prefix.extend_from_slice(&ty);
                 for item in store.db().prefix(&prefix)? {

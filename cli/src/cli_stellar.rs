@@ -200,6 +200,7 @@ fn stellar_import(
         println!(
             "{}",
             json!({"checkpoint": report.checkpoint, "buckets": report.buckets,
+                "held_buckets": report.held,
                 "entries": report.entries, "bytes": report.bytes, "seconds": secs,
                 "downloaded_buckets": downloaded, "cached_buckets": held,
                 "downloaded_bytes": bytes})
@@ -209,8 +210,9 @@ fn stellar_import(
             println!("downloaded {downloaded} buckets ({bytes} bytes), {held} already held");
         }
         println!(
-            "imported checkpoint {}: {} buckets, {} entries, {} bytes in {secs:.2} s",
-            report.checkpoint, report.buckets, report.entries, report.bytes
+            "imported checkpoint {}: {} buckets read ({} entries, {} bytes), {} already held, \
+             in {secs:.2} s",
+            report.checkpoint, report.buckets, report.entries, report.bytes, report.held
         );
     }
     Ok(())

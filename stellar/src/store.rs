@@ -3,28 +3,35 @@
 //!
 //! # Layout
 //!
-//! The store is one strata database holding two kinds of keys:
+//! The store is one strata database. Buckets are stored **by content**: a bucket's records live
+//! under its name (its SHA-256), once, however many checkpoints or slots name it.
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `0x00` `"state"` | the current state ([`StoreState`], format below) |
-//! | `0x01`, generation (u64 BE), slot (u8), encoded `LedgerKey` | the bucket record's original XDR bytes (a `BucketEntry`) |
+//! | `0x02`, bucket name (32 bytes), encoded `LedgerKey` | the bucket record's original XDR bytes (a `BucketEntry`) |
+//! | `0x03`, bucket name (32 bytes) | the bucket is whole: its record count (u64 LE) |
+//! | `0x01`, generation (u64 BE), slot (u8), encoded `LedgerKey` | state version 1 only (read, never written): a record of one slot of one generation |
 //!
 //! A *slot* is a bucket's place in shadowing order, newest first: level 0 curr is slot 0,
-//! level 0 snap slot 1, level 1 curr slot 2, and so on (22 slots). The encoded key is
-//! [`crate::key`]'s, whose byte order is `LedgerEntryIdCmp`, so each slot of one
-//! generation is its bucket in bucket order, and one entry type is one contiguous range.
+//! level 0 snap slot 1, level 1 curr slot 2, and so on (22 slots); the state lists each slot's
+//! bucket name. The encoded key is [`crate::key`]'s, whose byte order is `LedgerEntryIdCmp`,
+//! so each bucket's keys are in bucket order, and one entry type is one contiguous range.
 //!
-//! The state value is: magic `SLST` (4 bytes), format version (u32 LE, 1), generation (u64 LE),
-//! checkpoint ledger (u32 LE), slot count (u8), then 32 bytes per slot: the bucket's name
-//! (all zeros for the empty bucket).
+//! The state value is: magic `SLST` (4 bytes), format version (u32 LE: 2, or 1 for stores
+//! written before buckets were stored by content), generation (u64 LE, version 1 only; 0 in
+//! version 2), checkpoint ledger (u32 LE), slot count (u8), then 32 bytes per slot: the
+//! bucket's name (all zeros for the empty bucket).
 //!
-//! # Atomic imports
+//! # Imports reuse what the store holds
 //!
-//! An import writes a new generation, syncs it, and then switches the state key to it in one
-//! synced write: readers only ever see the generation the state names, so a failed or
-//! interrupted import leaves nothing visible. The previous generation's keys (and any left by
-//! an interrupted import) are then deleted and compacted away.
+//! An import reads only the buckets whose whole-marker (`0x03`) the store lacks: it deletes
+//! whatever an interrupted import left under that name, writes the records, then the marker.
+//! When every bucket is whole it syncs and switches the state key in one synced write: readers
+//! only ever see buckets the state names, so a failed or interrupted import leaves nothing
+//! visible. Then every bucket the new state does not name (and every version-1 key) is deleted
+//! and compacted away; after a failed import, every bucket the current state does not name is,
+//! so a failure leaves no residue on disk. Importing the next checkpoint costs what changed.
 //!
 //! # Memory
 //!
@@ -44,11 +51,21 @@ use crate::{DELETE_BATCH_KEYS, IMPORT_BATCH_BYTES, MAX_SLOTS};
 use strata::{Batch, Db, Durability, MergeSource, Merger, Options};
 
 const STATE_KEY: &[u8] = b"\x00state";
+/// Version-1 data keys: tag, generation, slot, encoded key.
 const DATA_TAG: u8 = 0x01;
+/// Bucket records: tag, bucket name, encoded key.
+const BUCKET_TAG: u8 = 0x02;
+/// Whole-bucket markers: tag, bucket name.
+const WHOLE_TAG: u8 = 0x03;
 const STATE_MAGIC: &[u8; 4] = b"SLST";
-const STATE_VERSION: u32 = 1;
-/// Bytes before the encoded `LedgerKey` in a data key: tag, generation, slot.
+/// The state version this build writes (buckets by content).
+const STATE_VERSION: u32 = 2;
+/// The state version of stores written by generation (read only).
+const GENERATION_STATE_VERSION: u32 = 1;
+/// Bytes before the encoded `LedgerKey` in a version-1 data key: tag, generation, slot.
 const DATA_KEY_HEADER: usize = 1 + 8 + 1;
+/// Bytes before the encoded `LedgerKey` in a bucket record key: tag, bucket name.
+const BUCKET_KEY_HEADER: usize = 1 + 32;
 
 /// An error of the ledger store.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +98,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// The imported state the store serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreState {
-    /// The generation of the data keys.
+    /// The layout version: 2 (buckets stored by content), or 1 (by generation; read only).
+    pub version: u32,
+    /// Version 1: the generation of the data keys (0 in version 2).
     pub generation: u64,
     /// The checkpoint ledger the bucket list is from.
     pub checkpoint: u32,
@@ -93,7 +112,7 @@ impl StoreState {
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(21 + 32 * self.slots.len());
         v.extend_from_slice(STATE_MAGIC);
-        v.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        v.extend_from_slice(&self.version.to_le_bytes());
         v.extend_from_slice(&self.generation.to_le_bytes());
         v.extend_from_slice(&self.checkpoint.to_le_bytes());
         v.push(self.slots.len() as u8);
@@ -115,9 +134,10 @@ impl StoreState {
             )));
         }
         let version = u32::from_le_bytes(v[4..8].try_into().expect("4 bytes"));
-        if version != STATE_VERSION {
+        if version != STATE_VERSION && version != GENERATION_STATE_VERSION {
             return Err(corrupt(format!(
-                "ledger store state version {version}, this build reads {STATE_VERSION}"
+                "ledger store state version {version}, this build reads \
+                 {GENERATION_STATE_VERSION} and {STATE_VERSION}"
             )));
         }
         let count = v[20] as usize;
@@ -128,6 +148,7 @@ impl StoreState {
             )));
         }
         Ok(StoreState {
+            version,
             generation: u64::from_le_bytes(v[8..16].try_into().expect("8 bytes")),
             checkpoint: u32::from_le_bytes(v[16..20].try_into().expect("4 bytes")),
             slots: v[21..]
@@ -136,6 +157,42 @@ impl StoreState {
                 .collect(),
         })
     }
+}
+
+impl StoreState {
+    /// The prefix of every record key of slot `slot` (see the layout above): the bytes
+    /// before the encoded `LedgerKey`.
+    pub fn slot_prefix(&self, slot: usize) -> Vec<u8> {
+        self.slot_records(slot).0
+    }
+
+    /// The key prefix of slot `slot`'s records, and its length.
+    fn slot_records(&self, slot: usize) -> (Vec<u8>, usize) {
+        if self.version == GENERATION_STATE_VERSION {
+            (
+                data_prefix(self.generation, Some(slot as u8)),
+                DATA_KEY_HEADER,
+            )
+        } else {
+            (bucket_prefix(&self.slots[slot]), BUCKET_KEY_HEADER)
+        }
+    }
+}
+
+/// The key prefix of a bucket's records: [`BUCKET_TAG`] and the bucket's name.
+fn bucket_prefix(name: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(BUCKET_KEY_HEADER + 64);
+    k.push(BUCKET_TAG);
+    k.extend_from_slice(name);
+    k
+}
+
+/// The key of a bucket's whole-marker.
+fn whole_key(name: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(WHOLE_TAG);
+    k.extend_from_slice(name);
+    k
 }
 
 /// One bucket to import: its file (`None`: the empty bucket) and the SHA-256 it must have.
@@ -152,17 +209,14 @@ pub struct BucketSource {
 pub struct ImportReport {
     /// The checkpoint ledger.
     pub checkpoint: u32,
-    /// Non-empty buckets imported.
+    /// Non-empty buckets read and written (the store did not hold them).
     pub buckets: usize,
+    /// Non-empty buckets the store already held whole: not read again.
+    pub held: usize,
     /// Entries imported (METAENTRY excluded).
     pub entries: u64,
     /// Uncompressed bucket bytes read.
     pub bytes: u64,
-}
-
-/// The prefix of every data key of one slot of one generation (see the layout above).
-pub fn slot_prefix(generation: u64, slot: u8) -> Vec<u8> {
-    data_prefix(generation, Some(slot))
 }
 
 fn data_prefix(generation: u64, slot: Option<u8>) -> Vec<u8> {
@@ -246,7 +300,9 @@ impl LedgerStore {
     }
 
     /// Imports buckets given in shadowing order (newest first), replacing what the store held.
-    /// On error nothing of the import is visible and the previous state is served unchanged.
+    /// Buckets the store already holds whole (by name) are not read again. On error nothing of
+    /// the import is visible, the previous state is served unchanged, and the buckets the
+    /// previous state does not name are removed again.
     pub fn import_buckets(
         &mut self,
         checkpoint: u32,
@@ -255,19 +311,17 @@ impl LedgerStore {
         if buckets.len() > MAX_SLOTS {
             return Err(Error::TooManyBuckets(buckets.len()));
         }
-        let previous = self.state.as_ref().map(|s| s.generation);
-        let generation = previous.map_or(1, |g| g + 1);
-        // Keys of generations other than the current one are garbage from an interrupted
-        // import; nothing reads them.
-        self.delete_generations_except(previous)?;
-        let result = self.write_generation(generation, checkpoint, buckets);
-        let (report, slots) = match result {
+        let (report, slots) = match self.write_buckets(checkpoint, buckets) {
             Ok(r) => r,
             Err(e) => {
-                // Best effort: the keys are invisible either way, and the next import deletes
-                // whatever is left. Compacting now gives their space back at once instead of
-                // leaving a failed import's bytes (and tombstones) on disk.
-                if self.delete_range(&data_prefix(generation, None)).is_ok() {
+                // Best effort: what was written is invisible either way, and the next import
+                // removes whatever is left. Removing and compacting now gives the space back
+                // at once instead of leaving a failed import's bytes on disk.
+                let keep = self
+                    .state
+                    .as_ref()
+                    .map_or_else(Vec::new, |s| s.slots.clone());
+                if self.remove_buckets_except(&keep).is_ok() {
                     let _ = self.db.compact_all();
                 }
                 return Err(e);
@@ -275,80 +329,157 @@ impl LedgerStore {
         };
         self.db.sync()?;
         let state = StoreState {
-            generation,
+            version: STATE_VERSION,
+            generation: 0,
             checkpoint,
             slots,
         };
         let mut batch = Batch::new();
         batch.put(STATE_KEY, state.encode());
         self.db.write_batch_with(&batch, Durability::SyncPerBatch)?;
+        let keep = state.slots.clone();
         self.state = Some(state);
-        self.delete_generations_except(Some(generation))?;
+        self.remove_buckets_except(&keep)?;
         self.db.compact_all()?;
         Ok(report)
     }
 
-    fn write_generation(
+    /// Makes every bucket of `buckets` whole in the store (reading only those it lacks);
+    /// returns the report and the slots' names.
+    fn write_buckets(
         &self,
-        generation: u64,
         checkpoint: u32,
         buckets: &[BucketSource],
     ) -> Result<(ImportReport, Vec<[u8; 32]>)> {
         let mut report = ImportReport {
             checkpoint,
             buckets: 0,
+            held: 0,
             entries: 0,
             bytes: 0,
         };
         let mut slots = Vec::with_capacity(buckets.len());
-        for (slot, source) in buckets.iter().enumerate() {
+        for source in buckets {
             let Some(path) = &source.path else {
                 slots.push(EMPTY_BUCKET);
                 continue;
             };
-            let mut reader = BucketReader::open(path, source.expected)?;
-            let prefix = data_prefix(generation, Some(slot as u8));
-            let mut batch = Batch::new();
-            let mut batch_bytes = 0;
-            while let Some(record) = reader.next_record()? {
-                let mut key = prefix.clone();
-                key.extend_from_slice(record.key);
-                batch_bytes += key.len() + record.xdr.len();
-                batch.put(key, record.xdr);
-                if batch_bytes >= IMPORT_BATCH_BYTES || batch.len() >= strata::MAX_BATCH_OPS {
-                    self.db.write_batch_with(&batch, Durability::Buffered)?;
-                    batch = Batch::new();
-                    batch_bytes = 0;
+            if let Some(name) = source.expected {
+                if slots.contains(&name) || self.db.get(&whole_key(&name))?.is_some() {
+                    report.held += 1;
+                    slots.push(name);
+                    continue;
                 }
             }
-            if !batch.is_empty() {
-                self.db.write_batch_with(&batch, Durability::Buffered)?;
-            }
+            let (name, records, bytes) = self.write_bucket(path, source.expected)?;
             report.buckets += 1;
-            report.entries += reader.records();
-            report.bytes += reader.offset();
-            slots.push(reader.finish()?);
+            report.entries += records;
+            report.bytes += bytes;
+            slots.push(name);
         }
         Ok((report, slots))
     }
 
-    /// Deletes every data key whose generation is not `keep`.
-    fn delete_generations_except(&self, keep: Option<u64>) -> Result<()> {
-        match keep {
-            None => self.delete_range(&[DATA_TAG]),
-            Some(g) => {
-                let start = data_prefix(0, None);
-                let end = data_prefix(g, None);
-                self.delete_between(Bound::Included(start), Bound::Excluded(end))?;
-                match g.checked_add(1) {
-                    Some(next) => self.delete_between(
-                        Bound::Included(data_prefix(next, None)),
-                        Bound::Excluded(vec![DATA_TAG + 1]),
-                    ),
-                    None => Ok(()),
+    /// Reads one bucket file into the store under its name, then marks it whole. Returns its
+    /// name, records and uncompressed bytes.
+    fn write_bucket(
+        &self,
+        path: &Path,
+        expected: Option<[u8; 32]>,
+    ) -> Result<([u8; 32], u64, u64)> {
+        let mut reader = BucketReader::open(path, expected)?;
+        // Records are keyed by the name the bucket must have; without one (a bucket given
+        // by path only) they go under a scratch name until the hash is known at the end.
+        let scratch = [0xFF; 32];
+        let name = expected.unwrap_or(scratch);
+        // Whatever an interrupted import left under this name goes first.
+        self.delete_range(&bucket_prefix(&name))?;
+        let prefix = bucket_prefix(&name);
+        let mut batch = Batch::new();
+        let mut batch_bytes = 0;
+        while let Some(record) = reader.next_record()? {
+            let mut key = prefix.clone();
+            key.extend_from_slice(record.key);
+            batch_bytes += key.len() + record.xdr.len();
+            batch.put(key, record.xdr);
+            if batch_bytes >= IMPORT_BATCH_BYTES || batch.len() >= strata::MAX_BATCH_OPS {
+                self.db.write_batch_with(&batch, Durability::Buffered)?;
+                batch = Batch::new();
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write_batch_with(&batch, Durability::Buffered)?;
+        }
+        let (records, bytes) = (reader.records(), reader.offset());
+        let found = reader.finish()?;
+        if expected.is_none() {
+            self.rename_bucket(&scratch, &found)?;
+        }
+        let mut batch = Batch::new();
+        batch.put(whole_key(&found), records.to_le_bytes().to_vec());
+        self.db.write_batch_with(&batch, Durability::Buffered)?;
+        Ok((found, records, bytes))
+    }
+
+    /// Moves the records under bucket name `from` to `to` (for buckets imported without a
+    /// known name; records are copied one batch at a time).
+    fn rename_bucket(&self, from: &[u8; 32], to: &[u8; 32]) -> Result<()> {
+        self.delete_range(&bucket_prefix(to))?;
+        let from_prefix = bucket_prefix(from);
+        let to_prefix = bucket_prefix(to);
+        let mut batch = Batch::new();
+        for item in self.db.prefix(&from_prefix)? {
+            let (key, value) = item?;
+            let mut moved = to_prefix.clone();
+            moved.extend_from_slice(&key[BUCKET_KEY_HEADER..]);
+            batch.put(moved, value);
+            batch.delete(key);
+            if batch.len() >= DELETE_BATCH_KEYS {
+                self.db.write_batch_with(&batch, Durability::Buffered)?;
+                batch = Batch::new();
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write_batch_with(&batch, Durability::Buffered)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every bucket (records and marker) whose name is not in `keep`, and every
+    /// version-1 key. Walks the bucket names by skipping from one name's range to the next,
+    /// so kept buckets' records are not read.
+    fn remove_buckets_except(&self, keep: &[[u8; 32]]) -> Result<()> {
+        self.delete_range(&[DATA_TAG])?;
+        for tag in [BUCKET_TAG, WHOLE_TAG] {
+            let mut from = vec![tag];
+            loop {
+                let end = Bound::Excluded(vec![tag + 1]);
+                let next = self
+                    .db
+                    .range((Bound::Included(from.clone()), end))?
+                    .next()
+                    .transpose()?;
+                let Some((key, _)) = next else { break };
+                let Some(name) = key.get(1..33) else {
+                    // A key too short to name a bucket: not this module's; leave it.
+                    from = key;
+                    from.push(0);
+                    continue;
+                };
+                let name: [u8; 32] = name.try_into().expect("32 bytes");
+                let mut prefix = vec![tag];
+                prefix.extend_from_slice(&name);
+                if !keep.contains(&name) {
+                    self.delete_range(&prefix)?;
+                }
+                match strata::prefix_successor(&prefix) {
+                    Some(after) => from = after,
+                    None => break,
                 }
             }
         }
+        Ok(())
     }
 
     fn delete_range(&self, prefix: &[u8]) -> Result<()> {
@@ -400,13 +531,12 @@ impl LedgerStore {
 
     fn get_encoded(&self, encoded: &[u8]) -> Result<Option<Vec<u8>>> {
         let state = self.current()?;
-        let mut key = data_prefix(state.generation, Some(0));
-        key.extend_from_slice(encoded);
         for (slot, name) in state.slots.iter().enumerate() {
             if *name == EMPTY_BUCKET {
                 continue;
             }
-            key[DATA_KEY_HEADER - 1] = slot as u8;
+            let (mut key, _) = state.slot_records(slot);
+            key.extend_from_slice(encoded);
             if let Some(record) = self.db.get(&key)? {
                 return match EntryKind::of_xdr(&record) {
                     Some(EntryKind::Dead) => Ok(None),
@@ -438,10 +568,11 @@ impl LedgerStore {
             if *name == EMPTY_BUCKET {
                 continue;
             }
-            let mut prefix = data_prefix(state.generation, Some(slot as u8));
+            let (mut prefix, header) = state.slot_records(slot);
             prefix.extend_from_slice(&type_prefix(ty));
             sources.push(SlotSource {
                 scan: self.db.prefix(&prefix)?,
+                header,
                 head: None,
             });
         }
@@ -458,9 +589,11 @@ fn hex_string(bytes: &[u8]) -> String {
 }
 
 /// One slot's range in a type scan: a merge source whose key is the encoded `LedgerKey` (the
-/// data key without its generation and slot header).
+/// data key without its header).
 struct SlotSource {
     scan: strata::Scan,
+    /// Bytes of the data key before the encoded `LedgerKey`.
+    header: usize,
     /// The current `(data key, bucket record)`.
     head: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -472,7 +605,7 @@ impl MergeSource for SlotSource {
     }
 
     fn key(&self) -> &[u8] {
-        &self.head.as_ref().expect("positioned").0[DATA_KEY_HEADER..]
+        &self.head.as_ref().expect("positioned").0[self.header..]
     }
 }
 
