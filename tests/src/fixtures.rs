@@ -42,8 +42,10 @@ pub const FIXTURES: [Fixture; 2] = [
 
 /// The Stellar ledger store fixture: the synthetic bucket list of this many entries.
 pub const STELLAR_ENTRIES: u64 = 200;
-/// Its folder under [`dir`].
+/// Its folder under [`dir`]: a store of state version 1 (records by generation and slot).
 pub const STELLAR_NAME: &str = "stellar-store";
+/// The same bucket list in a store of state version 2 (buckets by content).
+pub const STELLAR_BY_CONTENT_NAME: &str = "stellar-store-by-content";
 
 /// The key of block `i`.
 pub fn key(i: u64) -> [u8; 8] {

@@ -11,7 +11,9 @@ use strata::{Db, Event, EventLog};
 use strata_stellar::stellar_xdr::{LedgerEntryType, LedgerKey, LedgerKeyTtl};
 use strata_stellar::store::synthetic::{self, expected_live_until, key_hash};
 use strata_stellar::store::LedgerStore;
-use strata_tests::fixtures::{self, expected, key, FIXTURES, STELLAR_ENTRIES, STELLAR_NAME};
+use strata_tests::fixtures::{
+    self, expected, key, FIXTURES, STELLAR_BY_CONTENT_NAME, STELLAR_ENTRIES, STELLAR_NAME,
+};
 
 /// A private copy: opening takes the lock and may tidy files, and the fixture must stay as made.
 fn copy_of(name: &str) -> tempfile::TempDir {
@@ -116,9 +118,17 @@ fn the_disk_fixture_is_read_through_its_committed_disk_indexes() {
 }
 
 #[test]
-fn the_stellar_store_fixture_answers_lookups_and_type_scans() {
-    let tmp = copy_of(STELLAR_NAME);
-    let store = LedgerStore::open_existing(tmp.path()).unwrap();
+fn the_stellar_store_fixtures_answer_lookups_and_type_scans() {
+    for (name, version) in [(STELLAR_NAME, 1), (STELLAR_BY_CONTENT_NAME, 2)] {
+        let tmp = copy_of(name);
+        let store = LedgerStore::open_existing(tmp.path()).unwrap();
+        assert_eq!(store.state().unwrap().version, version, "{name}");
+        check_stellar_fixture(&store);
+        store.close().unwrap();
+    }
+}
+
+fn check_stellar_fixture(store: &LedgerStore) {
     let n = STELLAR_ENTRIES;
     for i in 0..n + 5 {
         let k = LedgerKey::Ttl(LedgerKeyTtl {
@@ -142,7 +152,6 @@ fn the_stellar_store_fixture_answers_lookups_and_type_scans() {
         .collect();
     assert_eq!(scanned.len() as u64, synthetic::expected_live(n));
     assert_eq!(scanned, want);
-    store.close().unwrap();
 }
 
 #[test]
