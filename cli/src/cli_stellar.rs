@@ -191,8 +191,24 @@ fn stellar_import(
     } else {
         (PathBuf::from(archive), checkpoint, None)
     };
+    let archive = Archive::new(root);
+    // A missing or bad archive fails before a store is made for it.
+    match checkpoint {
+        Some(c) => archive.state(c)?,
+        None => archive.latest()?,
+    };
+    let existed = db.exists();
     let mut store = LedgerStore::open(db)?;
-    let report = store.import_archive(&Archive::new(root), checkpoint)?;
+    let report = match store.import_archive(&archive, checkpoint) {
+        Ok(r) => r,
+        Err(e) => {
+            // A store made for this import alone is removed again: nothing is left behind.
+            if !existed && store.close().is_ok() {
+                let _ = std::fs::remove_dir_all(db);
+            }
+            return Err(e.into());
+        }
+    };
     store.close()?;
     let secs = started.elapsed().as_secs_f64();
     let (downloaded, held, bytes) = fetched.map_or((0, 0, 0), |f| (f.fetched, f.held, f.bytes));

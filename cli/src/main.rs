@@ -642,9 +642,13 @@ fn repair(dir: &Path) -> CliResult {
     if !report.kept_files.is_empty() {
         println!("kept as they were: {}", report.kept_files.join(", "));
     }
-    println!(
-        "shard seals are not carried over (`strata history seal --db DIR` seals full shards again)"
-    );
+    if report.seals_not_carried > 0 {
+        println!(
+            "{} sealed shards are not sealed in the repaired database (`strata history seal \
+             --db DIR` seals full shards again)",
+            report.seals_not_carried
+        );
+    }
     Ok(())
 }
 

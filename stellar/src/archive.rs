@@ -151,6 +151,19 @@ pub fn read_has(path: &Path) -> Result<HistoryArchiveState> {
     })
 }
 
+/// Checks that `ledger` ends a checkpoint (63, 127, ...); the error names `path`.
+pub fn check_checkpoint(ledger: u32, path: &Path) -> Result<()> {
+    if ledger % CHECKPOINT_FREQUENCY != CHECKPOINT_FREQUENCY - 1 {
+        return Err(Error::Archive {
+            path: path.to_path_buf(),
+            reason: format!(
+                "ledger {ledger} is not a checkpoint (one ends every {CHECKPOINT_FREQUENCY} ledgers, at 63, 127, ...)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A history archive on the local file system.
 #[derive(Debug, Clone)]
 pub struct Archive {
@@ -197,14 +210,7 @@ impl Archive {
 
     /// The state at a checkpoint.
     pub fn state(&self, checkpoint: u32) -> Result<HistoryArchiveState> {
-        if checkpoint % CHECKPOINT_FREQUENCY != CHECKPOINT_FREQUENCY - 1 {
-            return Err(Error::Archive {
-                path: self.has_path(checkpoint),
-                reason: format!(
-                    "ledger {checkpoint} is not a checkpoint (one ends every {CHECKPOINT_FREQUENCY} ledgers, at 63, 127, ...)"
-                ),
-            });
-        }
+        check_checkpoint(checkpoint, &self.has_path(checkpoint))?;
         read_has(&self.has_path(checkpoint))
     }
 

@@ -322,6 +322,9 @@ pub fn mirror_checkpoint(
                     .into(),
         });
     }
+    if let Some(c) = checkpoint {
+        crate::archive::check_checkpoint(c, Path::new(&url_of(base_url, Path::new("history"))))?;
+    }
     let agent = agent(options);
     let archive = Archive::new(mirror);
     let retries = AtomicUsize::new(0);

@@ -41,6 +41,8 @@ pub struct RepairReport {
     /// Files of the top level that are not strata's own, copied over as they were (a history
     /// store's rollback record, for one). Shard seals are not carried over.
     pub kept_files: Vec<String>,
+    /// Sealed shards of the damaged database: the repaired one holds their records unsealed.
+    pub seals_not_carried: usize,
 }
 
 /// Repairs the database in `dir` (which must not be open). See the module docs.
@@ -147,7 +149,10 @@ fn shard_inputs(shard: &Path, report: &mut RepairReport) -> Result<(Vec<u64>, u6
         .map_err(|e| Error::io("reading", &path, e))
         .and_then(|bytes| format::check_shard_manifest_bytes(&bytes, &path));
     match manifest {
-        Ok(m) => Ok((m.runs.iter().rev().map(|r| r.id).collect(), m.wal_floor)),
+        Ok(m) => {
+            report.seals_not_carried += usize::from(m.seal.is_some());
+            Ok((m.runs.iter().rev().map(|r| r.id).collect(), m.wal_floor))
+        }
         Err(e) => {
             report.dropped.push(Dropped {
                 file: path,
@@ -181,7 +186,7 @@ fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()>
                 file: file.clone(),
                 offset,
                 detail: if bytes == 0 {
-                    format!("{e}; the records after it are still read")
+                    format!("{e}; no record lost with it: every record is framed and checked by its own checksum")
                 } else {
                     format!("{e}; {bytes} bytes skipped up to the next intact record")
                 },

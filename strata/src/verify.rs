@@ -141,12 +141,19 @@ fn check_segment(
         ),
         _ => (None, false),
     };
+    let what = match &ending {
+        Ending::Damaged { detail, .. } => format!("a damaged record ({detail})"),
+        _ => "a batch cut short".to_string(),
+    };
+    let meaning = if damage {
+        "intact records follow it, so it is damage, not a torn write"
+    } else {
+        "a torn tail of the newest segment is truncated at open"
+    };
     report.findings.push(Finding {
         file: path.into(),
         offset,
-        detail: format!(
-            "{records} intact records, then {ending:?} (a torn tail of the newest segment is truncated at open)"
-        ),
+        detail: format!("{records} intact records, then {what}; {meaning}"),
         damage,
     });
     Ok(())

@@ -174,6 +174,9 @@ impl SimFs {
     /// what came after (see the module docs), chosen by `seed`. Clears the crash point,
     /// faults and locks (a new process starts).
     pub fn power_loss(&self, seed: u64) {
+        if std::env::var_os("STRATA_SIM_TRACE").is_some() {
+            eprintln!("sim: power loss (tear seed {seed})");
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut st = self.state();
         let mut inos: Vec<Ino> = st.nodes.keys().copied().collect();
@@ -246,10 +249,20 @@ impl SimFs {
     /// Counts a mutating call: fails it if the process is dead or a fault is due.
     fn mutate(&self, st: &mut State, what: &str, path: &Path) -> io::Result<()> {
         st.ops += 1;
-        if std::env::var_os("STRATA_SIM_TRACE").is_some() {
-            eprintln!("sim call {}: {what} {}", st.ops + st.opens, path.display());
+        let trace = std::env::var_os("STRATA_SIM_TRACE").is_some();
+        if trace {
+            // Mutating calls count crash points; every call (opens too) counts fault points.
+            eprintln!(
+                "sim mutating call {} (call {}): {what} {}",
+                st.ops,
+                st.ops + st.opens,
+                path.display()
+            );
         }
         if st.crashed || st.crash_at.is_some_and(|n| st.ops >= n) {
+            if trace && !st.crashed {
+                eprintln!("sim: the process dies here; every later call fails");
+            }
             st.crashed = true;
             return Err(io::Error::from_raw_os_error(5));
         }
@@ -259,6 +272,9 @@ impl SimFs {
     fn fault(&self, st: &mut State) -> io::Result<()> {
         if let Some((n, errno)) = st.fail_at {
             if st.ops + st.opens == n {
+                if std::env::var_os("STRATA_SIM_TRACE").is_some() {
+                    eprintln!("sim: call {n} fails with errno {errno}");
+                }
                 st.fault_fired = true;
                 return Err(io::Error::from_raw_os_error(errno));
             }

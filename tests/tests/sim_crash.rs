@@ -262,10 +262,11 @@ fn calls_of(seed: u64) -> u64 {
     fs.mutating_calls()
 }
 
-/// `STRATA_SIM_REPLAY=a:b:c`, parsed: replays one case of a campaign (with
+/// `VAR=a:b:c`, parsed: replays one case of a campaign (`STRATA_SIM_REPLAY=seed:point:tear`
+/// for a power loss, `STRATA_SIM_FAULT_REPLAY=seed:call:errno` for an I/O error; with
 /// `STRATA_SIM_TRACE=1` the file system prints each call).
-fn replay() -> Option<(u64, u64, u64)> {
-    let v = std::env::var("STRATA_SIM_REPLAY").ok()?;
+fn replay(var: &str) -> Option<(u64, u64, u64)> {
+    let v = std::env::var(var).ok()?;
     let p: Vec<u64> = v.split(':').map(|x| x.parse().expect("a:b:c")).collect();
     Some((p[0], p[1], p[2]))
 }
@@ -289,7 +290,7 @@ fn crash_once(seed: u64, point: u64, tear: u64) {
 
 #[test]
 fn power_loss_at_random_points_loses_nothing_durable() {
-    if let Some((seed, point, tear)) = replay() {
+    if let Some((seed, point, tear)) = replay("STRATA_SIM_REPLAY") {
         return crash_once(seed, point, tear);
     }
     let seeds = env_u64("STRATA_SIM_SEEDS", 200);
@@ -328,13 +329,13 @@ fn fault_once(seed: u64, n: u64, errno: i32) {
         &fs,
         seed,
         &model,
-        &format!("seed {seed}, call {n} failing with errno {errno} (replay: STRATA_SIM_REPLAY={seed}:{n}:{errno})"),
+        &format!("seed {seed}, call {n} failing with errno {errno} (replay: STRATA_SIM_FAULT_REPLAY={seed}:{n}:{errno})"),
     );
 }
 
 #[test]
 fn every_call_failing_with_eio_enospc_or_emfile_then_power_loss() {
-    if let Some((seed, n, errno)) = replay() {
+    if let Some((seed, n, errno)) = replay("STRATA_SIM_FAULT_REPLAY") {
         return fault_once(seed, n, errno as i32);
     }
     let mut tried = 0u64;
