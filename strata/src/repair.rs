@@ -234,7 +234,18 @@ fn salvage_segment(db: &Db, shard: &Path, id: SegmentId, report: &mut RepairRepo
             report,
         )
     };
-    match strata_wal::salvage_segment(&strata_engine::StdFs, &file, id, &mut visit) {
+    let mut gaps = Vec::new();
+    let mut gap = |offset: u64, bytes: u64, detail: &str| {
+        gaps.push(Dropped {
+            file: file.clone(),
+            offset,
+            detail: format!("{detail}; {bytes} bytes skipped up to the next intact record"),
+        })
+    };
+    let salvaged =
+        strata_wal::salvage_segment(&strata_engine::StdFs, &file, id, &mut visit, &mut gap);
+    report.dropped.append(&mut gaps);
+    match salvaged {
         Ok(strata_wal::Ending::Clean) => {}
         Ok(strata_wal::Ending::Torn) => report.dropped.push(Dropped {
             file: file.clone(),

@@ -34,13 +34,16 @@ pub struct SalvagedRecord<'a> {
 /// Reads every record of the complete batches of the WAL segment file `path` and hands each to
 /// `visit` with its value checked, for tools that salvage a damaged database (`strata
 /// repair`). Values are read whole, one at a time. A record's header has its own checksum, so
-/// a damaged value is skipped precisely; a damaged header ends the read (nothing after it can be
-/// framed), as does the end of the file. Returns how the segment ended.
+/// a damaged value is skipped precisely; after a damaged header the read resumes at the next
+/// intact record header (a byte-by-byte search), and `gap` is told `(offset, bytes skipped,
+/// what was wrong)`; a batch whose start was lost is salvaged from its intact records on.
+/// Returns how the segment ended (`Damaged` only when nothing intact follows the damage).
 pub fn salvage_segment(
     fs: &dyn FileSystem,
     path: &Path,
     segment: SegmentId,
     visit: &mut dyn FnMut(SalvagedRecord<'_>) -> Result<()>,
+    gap: &mut dyn FnMut(u64, u64, &str),
 ) -> Result<Ending> {
     let file = fs
         .open(path, OpenMode::Read)
@@ -50,7 +53,7 @@ pub fn salvage_segment(
         .map_err(|e| Error::io("reading metadata of", path, e))?;
     let src = FileAt { file: &*file, len };
     let mut value = Vec::new();
-    let walked = walk_segment(&src, path, segment, &mut |f| {
+    let mut visit_checked = |f: &Found| {
         let pos = f.pos;
         value.resize(pos.value_len as usize, 0);
         let mut sum = [0u8; VALUE_CHECKSUM_BYTES];
@@ -65,7 +68,15 @@ pub fn salvage_segment(
             value: intact.then_some(value.as_slice()),
             value_offset: pos.value_offset,
         })
-    })?;
+    };
+    let mut walked = walk_segment(&src, path, segment, &mut visit_checked)?;
+    while let Ending::Damaged { at, detail } = &walked.ending {
+        let Some(resume) = walk::next_intact_header(&src, path, *at)? else {
+            break;
+        };
+        gap(*at, resume - at, detail);
+        walked = walk::walk_records_from(&src, path, segment, resume, &mut visit_checked)?;
+    }
     Ok(walked.ending)
 }
 

@@ -147,8 +147,30 @@ pub fn walk_segment<R: ReadAt + ?Sized>(
         });
     };
     check_segment_header(h, path, segment.0)?;
+    walk_records(w, SEGMENT_HEADER_BYTES as u64, segment, visit)
+}
+
+/// [`walk_segment`] from `start`, taken as a record start, without checking the segment
+/// header: for salvage tools that resume after damage.
+pub fn walk_records_from<R: ReadAt + ?Sized>(
+    src: &R,
+    path: &Path,
+    segment: SegmentId,
+    start: u64,
+    visit: &mut dyn FnMut(&Found) -> Result<()>,
+) -> Result<Walked> {
+    walk_records(Window::new(src, path), start, segment, visit)
+}
+
+fn walk_records<R: ReadAt + ?Sized>(
+    mut w: Window<'_, R>,
+    start: u64,
+    segment: SegmentId,
+    visit: &mut dyn FnMut(&Found) -> Result<()>,
+) -> Result<Walked> {
+    let src = w.src;
     let len = src.byte_len();
-    let mut offset = SEGMENT_HEADER_BYTES as u64;
+    let mut offset = start;
     let mut good_end = offset;
     // Records of the current batch: visited only once the batch is known to be complete.
     let mut pending: Vec<Found> = Vec::new();
@@ -249,6 +271,15 @@ fn describe(p: HeaderProblem) -> String {
 /// starts in `(from, len)`. Distinguishes a torn tail (nothing intact after the damage) from
 /// damage in the middle of the log.
 pub fn intact_header_after<R: ReadAt + ?Sized>(src: &R, path: &Path, from: u64) -> Result<bool> {
+    Ok(next_intact_header(src, path, from)?.is_some())
+}
+
+/// The first offset in `(from, len)` where an intact record header starts, if any.
+pub fn next_intact_header<R: ReadAt + ?Sized>(
+    src: &R,
+    path: &Path,
+    from: u64,
+) -> Result<Option<u64>> {
     let len = src.byte_len();
     let mut w = Window::new(src, path);
     let mut at = from + 1;
@@ -261,13 +292,13 @@ pub fn intact_header_after<R: ReadAt + ?Sized>(src: &R, path: &Path, from: u64) 
         if let Ok(header) = decode_fields(&h) {
             if let Some(key) = w.get(at + RECORD_HEADER_BYTES as u64, header.key_len as usize)? {
                 if verify_checksum(&h, key).is_ok() {
-                    return Ok(true);
+                    return Ok(Some(at));
                 }
             }
         }
         at += 1;
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Checks a whole segment image in memory (as segment `segment`): walks it, then reads and
