@@ -23,6 +23,16 @@ pub const DELETE_BATCH_KEYS: usize = 4096;
 /// Slots of a bucket list (11 levels, curr and snap).
 pub const MAX_SLOTS: usize = 22;
 
+/// Entries after which a ledger store's WAL rotates (the engine's default is 262,144): ledger
+/// entries are small, and a memtable costs about 200 bytes per entry whatever its value size,
+/// so this bounds the active memtable near 13 MiB.
+pub const STORE_WAL_ROTATE_ENTRIES: u64 = 65_536;
+
+/// Bytes of frozen memtables at which a ledger store's writers wait for compaction (the
+/// engine's default is 64 MiB): with [`STORE_WAL_ROTATE_ENTRIES`], an import of any size
+/// stays under 64 MiB resident.
+pub const STORE_STALL_STOP_MEMTABLE_BYTES: u64 = 16 << 20;
+
 // A record is one strata value (the store keeps each record as one value), so it must fit one.
 const _: () = assert!(MAX_RECORD_BYTES as usize <= strata::MAX_VALUE_BYTES);
 // An import batch of small records stays within one strata batch's operation limit per record

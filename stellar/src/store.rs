@@ -46,7 +46,10 @@ use crate::archive::Archive;
 use crate::bucket::{BucketReader, EntryKind, EMPTY_BUCKET};
 use crate::key::{encode_key, type_prefix};
 use crate::stellar_xdr::{LedgerEntryType, LedgerKey};
-use crate::{DELETE_BATCH_KEYS, IMPORT_BATCH_BYTES, MAX_SLOTS};
+use crate::{
+    DELETE_BATCH_KEYS, IMPORT_BATCH_BYTES, MAX_SLOTS, STORE_STALL_STOP_MEMTABLE_BYTES,
+    STORE_WAL_ROTATE_ENTRIES,
+};
 
 use strata::{Batch, Db, Durability, MergeSource, Merger, Options};
 
@@ -229,6 +232,16 @@ fn data_prefix(generation: u64, slot: Option<u8>) -> Vec<u8> {
     k
 }
 
+/// The options [`LedgerStore::open`] uses: the engine's defaults, with memtables sized for
+/// small ledger entries ([`STORE_WAL_ROTATE_ENTRIES`], [`STORE_STALL_STOP_MEMTABLE_BYTES`]).
+pub fn store_options() -> Options {
+    let mut options = Options::new();
+    options.compaction.policy.wal_rotate_entries = STORE_WAL_ROTATE_ENTRIES;
+    options.compaction.stall_stop_memtable_bytes = STORE_STALL_STOP_MEMTABLE_BYTES;
+    options.index_policy = strata::IndexPolicy::Always(strata::DISK_KIND);
+    options
+}
+
 /// A bucket list's ledger state in a strata database. See the [module documentation](self).
 #[derive(Debug)]
 pub struct LedgerStore {
@@ -240,14 +253,14 @@ pub struct LedgerStore {
 impl LedgerStore {
     /// Opens (creating if missing) the store in `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<LedgerStore> {
-        let mut options = Options::new();
+        let mut options = store_options();
         options.create_if_missing = true;
         Self::open_with(dir, options)
     }
 
     /// Opens the existing store in `dir` (an error, naming the directory, if there is none).
     pub fn open_existing(dir: impl AsRef<Path>) -> Result<LedgerStore> {
-        Self::open_with(dir, Options::new())
+        Self::open_with(dir, store_options())
     }
 
     /// Opens the store in `dir` with `options` (index policy, compaction, ...).

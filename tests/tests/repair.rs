@@ -167,19 +167,29 @@ fn repair_resumes_after_a_damaged_wal_record_header() {
     let wal = file_with(&dir, ".log");
     let mut bytes = std::fs::read(&wal).unwrap();
     let k = key(23);
-    let at = bytes.windows(k.len()).position(|w| w == k.as_slice()).unwrap();
+    let at = bytes
+        .windows(k.len())
+        .position(|w| w == k.as_slice())
+        .unwrap();
     bytes[at - strata_wal::RECORD_HEADER_BYTES + 10] ^= 0x01;
     std::fs::write(&wal, &bytes).unwrap();
-    assert!(Db::open(&dir, o.clone()).is_err(), "damage before intact records");
+    assert!(
+        Db::open(&dir, o.clone()).is_err(),
+        "damage before intact records"
+    );
 
     let report = strata::repair::repair(&dir).unwrap();
     let details: Vec<String> = report.dropped.iter().map(|d| d.detail.clone()).collect();
     assert!(
-        details.iter().any(|d| d.contains("bytes skipped up to the next intact record")),
+        details
+            .iter()
+            .any(|d| d.contains("bytes skipped up to the next intact record")),
         "{details:?}"
     );
     let db = Db::open(&dir, o).unwrap();
-    let lost: Vec<u32> = (0..50).filter(|i| db.get(&key(*i)).unwrap().is_none()).collect();
+    let lost: Vec<u32> = (0..50)
+        .filter(|i| db.get(&key(*i)).unwrap().is_none())
+        .collect();
     // Key 23 is lost; so are 20..22, intact records of its batch read before the damage (a
     // batch whose end cannot be framed is not applied).
     assert!(lost.contains(&23), "{lost:?}");

@@ -39,6 +39,11 @@ struct Server {
 
 /// Starts a server for the testnet archive on an ephemeral port; it lives as long as the test.
 fn serve(mode: Mode) -> Server {
+    serve_root(archive_root(), mode)
+}
+
+/// Starts a server for the archive at `root`.
+fn serve_root(root: PathBuf, mode: Mode) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let bucket_requests = Arc::new(AtomicUsize::new(0));
@@ -46,8 +51,8 @@ fn serve(mode: Mode) -> Server {
     let counter = bucket_requests.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (counter, seen) = (counter.clone(), seen.clone());
-            std::thread::spawn(move || answer(stream, mode, &counter, &seen));
+            let (counter, seen, root) = (counter.clone(), seen.clone(), root.clone());
+            std::thread::spawn(move || answer(stream, &root, mode, &counter, &seen));
         }
     });
     Server {
@@ -58,6 +63,7 @@ fn serve(mode: Mode) -> Server {
 
 fn answer(
     mut stream: TcpStream,
+    root: &Path,
     mode: Mode,
     counter: &AtomicUsize,
     seen: &Mutex<std::collections::HashSet<String>>,
@@ -74,7 +80,7 @@ fn answer(
         }
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let file = archive_root().join(path.trim_start_matches('/'));
+    let file = root.join(path.trim_start_matches('/'));
     let is_bucket = path.starts_with("/bucket/");
     let Ok(mut body) = std::fs::read(&file) else {
         let _ = stream
@@ -334,4 +340,89 @@ fn the_next_checkpoint_reads_only_the_buckets_the_store_lacks() {
     let mut fresh = LedgerStore::open(tmp.path().join("fresh")).unwrap();
     fresh.import_archive(&archive, Some(SECOND)).unwrap();
     assert_eq!(scans(&store), scans(&fresh));
+}
+
+/// An archive of one checkpoint (ledger 63) whose bucket list is the synthetic pair of
+/// `entries` TTL entries (the older bucket holds them all): written under `root`, gzipped.
+fn synthetic_archive(root: &Path, entries: u64) -> u64 {
+    let plain = tempfile::tempdir().unwrap();
+    let sources = strata_stellar::store::synthetic::write_buckets(plain.path(), entries).unwrap();
+    let archive = Archive::new(root);
+    let mut names = Vec::new();
+    let mut largest = 0;
+    for source in &sources {
+        let name = source.expected.unwrap();
+        let from = source.path.as_ref().unwrap();
+        largest = largest.max(std::fs::metadata(from).unwrap().len());
+        let to = archive.bucket_path(&name);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&to).unwrap(),
+            flate2::Compression::fast(),
+        );
+        std::io::copy(&mut std::fs::File::open(from).unwrap(), &mut gz).unwrap();
+        gz.finish().unwrap();
+        names.push(name.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    }
+    let zeros = "0".repeat(64);
+    let levels: Vec<String> = (0..11)
+        .map(|level| {
+            let (curr, snap) = match level {
+                0 => (names[0].as_str(), names[1].as_str()),
+                _ => (zeros.as_str(), zeros.as_str()),
+            };
+            format!(r#"{{"curr":"{curr}","snap":"{snap}"}}"#)
+        })
+        .collect();
+    let has = format!(
+        r#"{{"currentLedger":63,"currentBuckets":[{}]}}"#,
+        levels.join(",")
+    );
+    for path in [
+        root.join(".well-known").join("stellar-history.json"),
+        archive.has_path(63),
+    ] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &has).unwrap();
+    }
+    largest
+}
+
+/// Peak memory of a whole URL import does not follow the bucket's size: a child process
+/// fetches and imports a generated bucket (`STRATA_HTTP_BUCKET_ENTRIES`, default 150,000
+/// entries, about 8 MB; 3,600,000 makes a 200 MB bucket) and stays under 64 MiB.
+#[test]
+fn a_url_import_holds_bounded_memory_whatever_the_bucket_size() {
+    let entries = std::env::var("STRATA_HTTP_BUCKET_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150_000u64);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("archive");
+    let largest = synthetic_archive(&root, entries);
+    let server = serve_root(root, Mode::Honest);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata_child"))
+        .arg("stellar-url-import")
+        .arg(&server.url)
+        .arg(tmp.path().join("db"))
+        .arg(tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields: Vec<u64> = stdout
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let (downloaded, imported, peak) = (fields[0], fields[1], fields[2]);
+    assert_eq!(imported, entries + entries / 10);
+    eprintln!(
+        "bucket of {largest} bytes ({downloaded} bytes downloaded, {imported} entries): peak RSS {:.1} MiB",
+        peak as f64 / (1 << 20) as f64
+    );
+    assert!(peak < 64 << 20, "peak RSS {peak} bytes");
 }

@@ -16,6 +16,9 @@
 //! - `strata_child random-workload DIR SEED`: the power-loss campaign's seeded random workload
 //!   (`strata_tests::crash_ops`), printing `durable I` once every op up to I is acknowledged as
 //!   durable, and `error ...` (then stopping) at the first error.
+//! - `strata_child stellar-url-import URL DB CACHE`: fetches the latest checkpoint of the
+//!   archive at URL into CACHE, imports it into the store DB, and prints `downloaded_bytes
+//!   entries peak_rss_bytes`.
 //! - `strata_child era1-import DIR FILE...`: imports era1 files into a history store in DIR and
 //!   prints `blocks peak_rss_bytes`.
 //! - `strata_child history-writer DIR SEED`: a history node's random writes, rollbacks and
@@ -91,6 +94,32 @@ fn main() {
             random_workload(Path::new(&args[2]), args[3].parse().expect("SEED"))
         }
         Some("fault-workload") => fault_workload(Path::new(&args[2])),
+        Some("stellar-url-import") => {
+            // URL DB CACHE: fetch the latest checkpoint into CACHE and import it into DB.
+            let cache = Path::new(&args[4]);
+            let fetched = strata_stellar::fetch::mirror_checkpoint(
+                &args[2],
+                None,
+                cache,
+                &strata_stellar::fetch::FetchOptions::default(),
+                &|_| {},
+            )
+            .expect("fetch");
+            let mut store = strata_stellar::store::LedgerStore::open(&args[3]).expect("open");
+            let report = store
+                .import_archive(
+                    &strata_stellar::Archive::new(cache),
+                    Some(fetched.checkpoint),
+                )
+                .expect("import");
+            store.close().expect("close");
+            println!(
+                "{} {} {}",
+                fetched.bytes,
+                report.entries,
+                strata_bench::Rss::now().vm_hwm
+            );
+        }
         Some("era1-import") => {
             let store =
                 strata_history::HistoryStore::open(&args[2], Default::default()).expect("open");
