@@ -171,7 +171,7 @@ fn fetch_archive(
 
 /// `stellar import`: from a folder, or from a URL through a local cache folder.
 fn stellar_import(
-    archive: &str,
+    source: &str,
     db: &Path,
     checkpoint: Option<u32>,
     jobs: usize,
@@ -179,17 +179,17 @@ fn stellar_import(
     json: bool,
 ) -> CliResult {
     let started = Instant::now();
-    let is_url = archive.starts_with("http://") || archive.starts_with("https://");
+    let is_url = source.starts_with("http://") || source.starts_with("https://");
     let (root, checkpoint, fetched) = if is_url {
         let cache = cache.unwrap_or_else(|| {
             let mut name = db.as_os_str().to_os_string();
             name.push(".archive");
             PathBuf::from(name)
         });
-        let fetched = fetch_archive(archive, checkpoint, &cache, jobs)?;
+        let fetched = fetch_archive(source, checkpoint, &cache, jobs)?;
         (cache, Some(fetched.checkpoint), Some(fetched))
     } else {
-        (PathBuf::from(archive), checkpoint, None)
+        (PathBuf::from(source), checkpoint, None)
     };
     let archive = Archive::new(root);
     // A missing or bad archive fails before a store is made for it.
@@ -199,7 +199,21 @@ fn stellar_import(
     };
     let existed = db.exists();
     let mut store = LedgerStore::open(db)?;
-    let report = match store.import_archive(&archive, checkpoint) {
+    let mut result = store.import_archive(&archive, checkpoint);
+    if let (Err(strata_stellar::store::Error::Bucket(e)), true) = (&result, is_url) {
+        // A cached bucket that no longer reads (damaged on disk since it was checked) is
+        // fetched again, once.
+        let damaged = e.file().to_path_buf();
+        if damaged.starts_with(archive.root()) && std::fs::remove_file(&damaged).is_ok() {
+            eprintln!(
+                "{}: damaged in the cache, fetching it again",
+                damaged.display()
+            );
+            fetch_archive(source, checkpoint, archive.root(), jobs)?;
+            result = store.import_archive(&archive, checkpoint);
+        }
+    }
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             // A store made for this import alone is removed again: nothing is left behind.

@@ -111,16 +111,7 @@ impl Encoding {
         if !self.hex {
             return Ok(s.as_bytes().to_vec());
         }
-        if !s.len().is_multiple_of(2) {
-            return Err(format!("hex {s:?} has an odd number of digits").into());
-        }
-        (0..s.len())
-            .step_by(2)
-            .map(|i| {
-                u8::from_str_radix(&s[i..i + 2], 16)
-                    .map_err(|e| format!("bad hex {s:?}: {e}").into())
-            })
-            .collect()
+        hex::decode(s).map_err(|e| format!("bad hex {s:?}: {e}").into())
     }
 }
 

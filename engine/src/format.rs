@@ -111,6 +111,18 @@ pub fn for_each_run_record(
     (count, result)
 }
 
+/// Whether a run file's header and footer both match their own checksums.
+fn frames_check(bytes: &[u8]) -> bool {
+    use crate::run::{RUN_FOOTER_BYTES, RUN_HEADER_BYTES};
+    let sums = |f: &[u8]| {
+        let (body, sum) = f.split_at(f.len() - FRAME_CHECKSUM_BYTES);
+        checksum(body).to_le_bytes() == sum
+    };
+    bytes.len() >= RUN_HEADER_BYTES + RUN_FOOTER_BYTES
+        && sums(&bytes[..RUN_HEADER_BYTES])
+        && sums(&bytes[bytes.len() - RUN_FOOTER_BYTES..])
+}
+
 fn salvage_run(
     dir: &Path,
     id: u64,
@@ -118,22 +130,29 @@ fn salvage_run(
     gap: &mut dyn FnMut(u64, u64, &Error),
 ) -> Result<()> {
     use crate::fs::FileSystem;
-    use crate::run::{RecordMeta, RUN_FOOTER_BYTES, RUN_HEADER_BYTES};
+    use crate::run::{RecordMeta, RUN_HEADER_BYTES};
     const RELEASE_EVERY: usize = 1 << 20;
     let path = dir.join(run_file_name(id));
     let fs = crate::fs::StdFs;
-    match crate::run::read_run_frame(&fs, &path, id) {
-        Ok(_) => {}
-        Err(e @ (Error::UnsupportedVersion { .. } | Error::Io { .. })) => return Err(e),
-        Err(e) => gap(e.offset().unwrap_or(0), 0, &e),
-    }
     let file = fs
         .open(&path, crate::fs::OpenMode::Read)
         .map_err(|e| Error::io("opening", &path, e))?;
     let map = file.map().map_err(|e| Error::io("mapping", &path, e))?;
     let bytes = map.bytes();
-    let data_end = bytes.len().saturating_sub(RUN_FOOTER_BYTES);
-    let data = &bytes[..data_end];
+    // Header and footer that check against their own checksums but name another version are
+    // another format: refused. Damaged ones are reported and the records are read from the
+    // header's end to the file's end (the damaged footer is then skipped like any damage).
+    let data_end = match crate::run::read_run_frame(&fs, &path, id) {
+        Ok((_, footer, _)) => footer.data_end as usize,
+        Err(e @ Error::Io { .. }) => return Err(e),
+        Err(e @ Error::UnsupportedVersion { .. }) if frames_check(bytes) => return Err(e),
+        Err(e) => {
+            gap(e.offset().unwrap_or(0), 0, &e);
+            bytes.len()
+        }
+    };
+    let data = &bytes[..data_end.min(bytes.len())];
+    let data_end = data.len();
     let mut offset = RUN_HEADER_BYTES;
     let mut released = 0;
     while offset < data_end {

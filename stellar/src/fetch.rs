@@ -42,8 +42,12 @@ pub struct FetchOptions {
     pub attempts: u32,
     /// Wait before the first retry, in milliseconds; doubled for each next one (default 250).
     pub backoff_ms: u64,
-    /// Longest a connection may stay silent, in seconds, before the attempt fails (default 60).
+    /// Longest wait, in seconds, to connect and to receive a response's headers (default 60).
     pub timeout_s: u64,
+    /// Slowest download accepted, in bytes per second (default 16 KiB/s): a bucket's body may
+    /// take `timeout_s` plus its length (from a HEAD request) at this rate before the attempt
+    /// fails and is retried. A body of unknown length has no deadline.
+    pub min_bytes_per_s: u64,
 }
 
 impl Default for FetchOptions {
@@ -53,6 +57,7 @@ impl Default for FetchOptions {
             attempts: 5,
             backoff_ms: 250,
             timeout_s: 60,
+            min_bytes_per_s: 16 << 10,
         }
     }
 }
@@ -103,7 +108,6 @@ fn url_of(base: &str, rel: &Path) -> String {
 
 fn agent(options: &FetchOptions) -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_recv_body(Some(Duration::from_secs(options.timeout_s)))
         .timeout_connect(Some(Duration::from_secs(options.timeout_s)))
         .timeout_recv_response(Some(Duration::from_secs(options.timeout_s)))
         .build()
@@ -196,6 +200,60 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Whether `https://` URLs can be read (the `tls` feature).
 pub const HTTPS_SUPPORTED: bool = cfg!(feature = "tls");
 
+/// Reads the state file just fetched from `url` to `path`; a bad one is removed from the cache
+/// and named by its URL.
+fn checked_has(path: &Path, url: &str) -> Result<crate::archive::HistoryArchiveState> {
+    read_has(path).map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        Error::Fetch {
+            url: url.to_string(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Takes the cache folder's lock (`.lock` in it, made if missing) for one fetch at a time,
+/// and removes the `.tmp` files an interrupted fetch left.
+fn lock_cache(mirror: &Path) -> Result<File> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(mirror).map_err(io_err(mirror))?;
+    let path = mirror.join(".lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Archive {
+                path,
+                reason: "another import is using this cache folder".into(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+    }
+    fn sweep(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                sweep(&p);
+            } else if p.extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    sweep(mirror);
+    Ok(lock)
+}
+
 /// A reader that copies what it reads into a file and counts it.
 struct Tee<'a, R: Read> {
     inner: R,
@@ -220,13 +278,34 @@ impl<R: Read> Read for Tee<'_, R> {
 /// SHA-256; rename into place if the hash is the bucket's name. Returns compressed bytes.
 fn fetch_bucket(
     agent: &ureq::Agent,
+    options: &FetchOptions,
     url: &str,
     path: &Path,
     hash: &[u8; 32],
     progress: &(dyn Fn(FetchProgress) + Sync),
 ) -> std::result::Result<u64, Attempt> {
     let local = |e: io::Error| Attempt::Permanent(format!("{}: {e}", path.display()));
-    let response = agent.get(url).call().map_err(classify)?;
+    // The body's deadline grows with its length: a large bucket on a slow link is not cut
+    // while it is still arriving.
+    let length = agent.head(url).call().ok().and_then(|r| {
+        r.headers()
+            .get("content-length")?
+            .to_str()
+            .ok()?
+            .parse::<u64>()
+            .ok()
+    });
+    let deadline = length.map(|n| {
+        Duration::from_secs(options.timeout_s)
+            + Duration::from_secs(n / options.min_bytes_per_s.max(1))
+    });
+    let response = agent
+        .get(url)
+        .config()
+        .timeout_recv_body(deadline)
+        .build()
+        .call()
+        .map_err(classify)?;
     let announced: Option<u64> = response
         .headers()
         .get("content-length")
@@ -249,7 +328,9 @@ fn fetch_bucket(
         // A body that stops before the length the server announced, or whose connection
         // breaks, was cut short (worth a retry); a whole body that does not gunzip is not.
         let cut = |tee: &Tee<'_, _>, e: &io::Error| {
-            if tee.broken || announced.is_some_and(|n| tee.bytes < n) {
+            // Without an announced length, a body that stops short looks like a damaged
+            // stream: worth the (bounded) retries too.
+            if tee.broken || announced.is_none_or(|n| tee.bytes < n) {
                 Attempt::Transient(format!(
                     "body cut short after {} of {} bytes: {e}",
                     tee.bytes,
@@ -291,6 +372,7 @@ fn fetch_bucket(
     })();
     match result {
         Ok(bytes) => {
+            file.sync_all().map_err(local)?;
             std::fs::rename(&tmp, path).map_err(local)?;
             progress(FetchProgress::BucketDone);
             Ok(bytes)
@@ -325,6 +407,7 @@ pub fn mirror_checkpoint(
     if let Some(c) = checkpoint {
         crate::archive::check_checkpoint(c, Path::new(&url_of(base_url, Path::new("history"))))?;
     }
+    let _lock = lock_cache(mirror)?;
     let agent = agent(options);
     let archive = Archive::new(mirror);
     let retries = AtomicUsize::new(0);
@@ -341,6 +424,7 @@ pub fn mirror_checkpoint(
             with_retries(&url, options, &retries, &stop, || {
                 fetch_small(&agent, &url, &path)
             })?;
+            checked_has(&path, &url)?;
             path
         }
         None => {
@@ -349,7 +433,7 @@ pub fn mirror_checkpoint(
             with_retries(&url, options, &retries, &stop, || {
                 fetch_small(&agent, &url, &path)
             })?;
-            let latest = read_has(&path)?.current_ledger;
+            let latest = checked_has(&path, &url)?.current_ledger;
             let at = archive.has_path(latest);
             if let Some(dir) = at.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -394,7 +478,7 @@ pub fn mirror_checkpoint(
                 let path = archive.bucket_path(hash);
                 let url = url_of(base_url, &state_rel(path.clone()));
                 match with_retries(&url, options, &retries, &stop, || {
-                    fetch_bucket(&agent, &url, &path, hash, progress)
+                    fetch_bucket(&agent, options, &url, &path, hash, progress)
                 }) {
                     Ok(n) => *bytes.lock().expect("bytes") += n,
                     Err(e) => {

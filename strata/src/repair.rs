@@ -7,7 +7,7 @@
 //! goes on (its header framed it); a header that fails its checks drops the rest of that file.
 //! Intact records are written, in that order, into a new database beside the old one, so the
 //! newest intact version of each key wins. Then the old directory is renamed to
-//! `<name>.damaged-<unix seconds>` (kept, never deleted) and the new one takes its name.
+//! `<name>.damaged-<unix seconds>` (`-1`, `-2`, ... when taken; kept, never deleted) and the new one takes its name.
 //!
 //! Memory: one value at a time (at most `MAX_VALUE_BYTES`) plus the new database's own bounds.
 
@@ -73,7 +73,14 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    report.damaged_copy = dir.with_file_name(format!("{name}.damaged-{stamp}"));
+    // A second repair within the same second gets the next free name.
+    report.damaged_copy = (0..)
+        .map(|n| match n {
+            0 => dir.with_file_name(format!("{name}.damaged-{stamp}")),
+            n => dir.with_file_name(format!("{name}.damaged-{stamp}-{n}")),
+        })
+        .find(|p| !p.exists())
+        .expect("a free name");
     std::fs::rename(dir, &report.damaged_copy).map_err(|e| Error::io("renaming", dir, e))?;
     std::fs::rename(&repaired, dir).map_err(|e| Error::io("renaming", &repaired, e))?;
     let parent = match dir.parent() {

@@ -199,3 +199,34 @@ fn repair_resumes_after_a_damaged_wal_record_header() {
     }
     db.close().unwrap();
 }
+
+/// A flipped run-header version byte (the frame's checksum then fails: damage, not another
+/// format) and a footer cut off the file (every record intact before it): repair keeps every
+/// record in both.
+#[test]
+fn repair_keeps_every_record_of_a_run_with_a_flipped_version_or_no_footer() {
+    for damage in ["version", "no footer"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (db, o) = one_run_of_100(&dir);
+        db.close().unwrap();
+        let run = file_with(&dir, ".run");
+        let mut bytes = std::fs::read(&run).unwrap();
+        match damage {
+            "version" => bytes[8] = 0x5b,
+            _ => bytes.truncate(bytes.len() - strata_engine::format::RUN_FOOTER_BYTES),
+        }
+        std::fs::write(&run, &bytes).unwrap();
+        let report = strata::repair::repair(&dir).unwrap();
+        assert_eq!(report.records, 100, "{damage}: {:?}", report.dropped);
+        let db = Db::open(&dir, o).unwrap();
+        for i in 0..100 {
+            assert_eq!(
+                db.get(&key(i)).unwrap(),
+                Some(value(i)),
+                "{damage}: key {i}"
+            );
+        }
+        db.close().unwrap();
+    }
+}

@@ -30,6 +30,8 @@ enum Mode {
     CutAlways,
     /// Serves one bucket's bytes under every bucket name.
     WrongContent,
+    /// Sends the largest bucket steadily but slowly (8 KiB every 50 ms, about 160 KB/s).
+    SlowLargest,
 }
 
 struct Server {
@@ -87,12 +89,20 @@ fn answer(
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
+    if request.starts_with("HEAD ") {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        return;
+    }
     let mut send = body.len();
     if is_bucket {
         counter.fetch_add(1, Ordering::Relaxed);
         let first = seen.lock().unwrap().insert(path.clone());
         match mode {
-            Mode::Honest => {}
+            Mode::Honest | Mode::SlowLargest => {}
             Mode::CutOnce if first => send = body.len() / 2,
             Mode::CutOnce => {}
             Mode::CutAlways => send = body.len() / 2,
@@ -108,6 +118,15 @@ fn answer(
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());
+    if mode == Mode::SlowLargest && file == largest_bucket() {
+        for chunk in body[..send].chunks(8 << 10) {
+            if stream.write_all(chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        return;
+    }
     let _ = stream.write_all(&body[..send]);
 }
 
@@ -136,6 +155,7 @@ fn options() -> FetchOptions {
         attempts: 3,
         backoff_ms: 10,
         timeout_s: 10,
+        ..FetchOptions::default()
     }
 }
 
@@ -425,4 +445,25 @@ fn a_url_import_holds_bounded_memory_whatever_the_bucket_size() {
         peak as f64 / (1 << 20) as f64
     );
     assert!(peak < 64 << 20, "peak RSS {peak} bytes");
+}
+
+/// A download that arrives steadily but takes longer than `timeout_s` is not cut: the body's
+/// deadline grows with its length (`min_bytes_per_s`).
+#[test]
+fn a_slow_steady_download_is_not_cut_by_the_response_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve(Mode::SlowLargest);
+    let options = FetchOptions {
+        timeout_s: 1,
+        ..options()
+    };
+    let report = mirror_checkpoint(
+        &server.url,
+        None,
+        &tmp.path().join("cache"),
+        &options,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(report.retries, 0, "{report:?}");
 }

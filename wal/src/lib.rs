@@ -69,7 +69,23 @@ pub fn salvage_segment(
             value_offset: pos.value_offset,
         })
     };
-    let mut walked = walk_segment(&src, path, segment, &mut visit_checked)?;
+    let mut walked = match walk_segment(&src, path, segment, &mut visit_checked) {
+        Ok(w) => w,
+        Err(e @ Error::Io { .. }) => return Err(e),
+        // A segment header that checks against its own checksum names another version or
+        // segment: not this format's to salvage.
+        Err(e) if header_sums(&*file) => return Err(e),
+        Err(e) => {
+            gap(0, SEGMENT_HEADER_BYTES as u64, &e.to_string());
+            walk::walk_records_from(
+                &src,
+                path,
+                segment,
+                SEGMENT_HEADER_BYTES as u64,
+                &mut visit_checked,
+            )?
+        }
+    };
     while let Ending::Damaged { at, detail } = &walked.ending {
         let Some(resume) = walk::next_intact_header(&src, path, *at)? else {
             break;
@@ -78,6 +94,15 @@ pub fn salvage_segment(
         walked = walk::walk_records_from(&src, path, segment, resume, &mut visit_checked)?;
     }
     Ok(walked.ending)
+}
+
+/// Whether the segment header of `file` matches its own checksum.
+fn header_sums(file: &dyn FsFile) -> bool {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    file.read_exact_at(&mut h, 0).is_ok() && {
+        let (body, sum) = h.split_at(SEGMENT_HEADER_BYTES - 8);
+        checksum(body).to_le_bytes() == sum
+    }
 }
 
 /// WAL bytes per record besides its key and value: the record header and the value checksum.
@@ -338,8 +363,9 @@ fn torn_creation(src: &FileAt<'_>, path: &Path, id: SegmentId) -> Result<bool> {
 /// starts if one fails (the batch is then a torn tail), `None` if all hold.
 fn first_torn_value(file: &dyn FsFile, path: &Path, batch: &[Found]) -> Result<Option<u64>> {
     let mut chunk = Vec::new();
-    for f in batch.iter().filter(|f| f.header.kind == EntryKind::Put) {
-        if chunk.is_empty() {
+    // Deletes too: their (empty) value's checksum is the last bytes of their record.
+    for f in batch {
+        if chunk.is_empty() && f.pos.value_len > 0 {
             chunk = vec![0u8; COPY_CHUNK_BYTES];
         }
         if !value_intact(file, path, f.pos, &mut chunk)? {
