@@ -633,6 +633,18 @@ fn repair(dir: &Path) -> CliResult {
     if !report.kept_files.is_empty() {
         println!("kept as they were: {}", report.kept_files.join(", "));
     }
+    // A history store's presence records must agree with the blocks repair kept.
+    if let Some(r) = strata_history::reconcile(dir)? {
+        if r.shards > 0 {
+            println!(
+                "history store: presence rewritten in {} shards; {} blocks that lost a column \
+                 are missing again (an import writes them back): {:?}",
+                r.shards,
+                r.cleared.len(),
+                &r.cleared[..r.cleared.len().min(20)]
+            );
+        }
+    }
     if report.seals_not_carried > 0 {
         println!(
             "{} sealed shards are not sealed in the repaired database (`strata history seal \

@@ -210,6 +210,106 @@ pub struct Block<'a> {
     pub columns: &'a [(Column, &'a [u8])],
 }
 
+/// What [`reconcile`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Shards whose presence record was rewritten (or written, where it was missing).
+    pub shards: u64,
+    /// Blocks the old records called present that lack a column: now missing, so `missing`
+    /// lists them and an import writes them again.
+    pub cleared: Vec<u64>,
+}
+
+/// Makes every shard's presence record agree with the blocks the shard holds, after `strata
+/// repair` (which salvages records one by one, so it may drop one column of a block, or a
+/// presence record, and does not know the history store's layout). A block is present when it
+/// holds every column that any block of its shard holds; byte totals are recounted. Reads
+/// every value of the store once; memory grows with the blocks of one shard (at most
+/// [`MAX_SHARD_BLOCKS`]). Sealed shards are left as they are (their seal covers them). The
+/// store must not be open. Returns `None`, changing nothing, for a database that holds no
+/// presence record at all (not a history store).
+pub fn reconcile(dir: &Path) -> Result<Option<Reconciled>> {
+    let mut o = Options::new();
+    o.compaction.auto = false;
+    let db = Db::open_existing_with(dir, o)?;
+    let width = match db.sharding() {
+        Sharding::Range { width } if (1..=MAX_SHARD_BLOCKS).contains(&width) => width,
+        _ => {
+            db.close()?;
+            return Ok(None);
+        }
+    };
+    let is_history = db.shards().iter().any(|s| {
+        db.get(&key(s.0 * width, 0))
+            .ok()
+            .flatten()
+            .is_some_and(|b| Presence::decode(&b, width, dir, s.0).is_ok())
+    });
+    if !is_history {
+        db.close()?;
+        return Ok(None);
+    }
+    let mut report = Reconciled::default();
+    for shard in db.shards() {
+        if db.is_sealed(shard) {
+            continue;
+        }
+        let start = shard.0 * width;
+        let end = start.saturating_add(width);
+        let mut blocks: BTreeMap<u64, Vec<(u8, usize)>> = BTreeMap::new();
+        let mut all_columns = std::collections::BTreeSet::new();
+        for item in db.range(key(start, 1)..key(end, 0))? {
+            let (k, v) = item?;
+            let (Ok(number), Some(&column)) = (
+                k.get(..8)
+                    .unwrap_or_default()
+                    .try_into()
+                    .map(u64::from_be_bytes),
+                k.get(8),
+            ) else {
+                continue;
+            };
+            if k.len() != 9 || column == 0 {
+                continue;
+            }
+            all_columns.insert(column);
+            blocks.entry(number).or_default().push((column, v.len()));
+        }
+        let mut presence = Presence::new(width);
+        for (number, columns) in &blocks {
+            if columns.len() == all_columns.len() {
+                presence.set(number - start, true);
+                for (column, len) in columns {
+                    presence.add_bytes(*column, *len as i64);
+                }
+            }
+        }
+        let record_key = key(start, 0);
+        let old = db.get(&record_key)?;
+        let old_presence = old
+            .as_deref()
+            .and_then(|b| Presence::decode(b, width, dir, shard.0).ok());
+        if old.as_deref() == Some(presence.encode().as_slice()) {
+            continue;
+        }
+        if let Some(old) = &old_presence {
+            report.cleared.extend(
+                (0..width)
+                    .filter(|&i| old.get(i) && !presence.get(i))
+                    .map(|i| start + i),
+            );
+        }
+        if presence.count() == 0 && blocks.is_empty() {
+            db.delete(&record_key)?;
+        } else {
+            db.put(&record_key, &presence.encode())?;
+        }
+        report.shards += 1;
+    }
+    db.close()?;
+    Ok(Some(report))
+}
+
 /// Figures of the store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HistoryStats {
@@ -291,7 +391,8 @@ impl HistoryStore {
                     {
                         return Err(Error::Invalid(format!(
                             "{} is not a history store: shard {} holds keys but no presence \
-                             record",
+                             record (after `strata repair`, which rebuilds presence records \
+                             of a history store, this does not happen)",
                             dir.display(),
                             shard.0
                         )));

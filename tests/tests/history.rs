@@ -723,3 +723,55 @@ fn damaged_era1_files_are_errors_naming_the_file_and_offset() {
         "the bad block was in the first batch"
     );
 }
+
+/// `strata repair` salvages records one by one; `strata_history::reconcile` then makes each
+/// shard's presence agree: a block that lost its header record is missing again (and an
+/// import writes it back), and a dropped presence record is rebuilt from the blocks.
+#[test]
+fn reconcile_after_repair_reports_lost_blocks_missing_and_rebuilds_presence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("h");
+    let store = strata_tests::open_history(&dir);
+    for n in 0..HISTORY_BLOCKS {
+        strata_tests::put_history_blocks(&store, &[n], &history_value).unwrap();
+    }
+    store.db().compact_all().unwrap();
+    store.close().unwrap();
+    // Damage the header record of block 37 and the presence record of the shard of block 100.
+    let damage = |number: u64, column: u8| {
+        let shard = number / HISTORY_SHARD_BLOCKS;
+        let shard_dir = dir.join(format!("shard-{shard:016x}"));
+        let run = std::fs::read_dir(&shard_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "run"))
+            .unwrap();
+        let mut bytes = std::fs::read(&run).unwrap();
+        let mut k = number.to_be_bytes().to_vec();
+        k.push(column);
+        let at = bytes.windows(9).position(|w| w == k.as_slice()).unwrap();
+        bytes[at + 12] ^= 0x5b;
+        std::fs::write(&run, bytes).unwrap();
+    };
+    damage(37, HEADER.0);
+    damage(100 / HISTORY_SHARD_BLOCKS * HISTORY_SHARD_BLOCKS, 0);
+    strata::repair::repair(&dir).unwrap();
+    let r = strata_history::reconcile(&dir)
+        .unwrap()
+        .expect("a history store");
+    assert_eq!(r.cleared, vec![37]);
+    assert_eq!(r.shards, 2);
+    let store = strata_tests::open_history(&dir);
+    let missing: Vec<_> = store.missing(0..HISTORY_BLOCKS).collect();
+    assert_eq!(missing, vec![37..38]);
+    assert!(store.has(100));
+    strata_tests::put_history_blocks(&store, &[37], &history_value).unwrap();
+    assert_eq!(store.missing(0..HISTORY_BLOCKS).count(), 0);
+    store.close().unwrap();
+    // A plain database is not touched.
+    let plain = tmp.path().join("plain");
+    let db = strata::Db::open(&plain, strata_tests::options(strata::Sharding::Single)).unwrap();
+    db.put(b"k", b"v").unwrap();
+    db.close().unwrap();
+    assert!(strata_history::reconcile(&plain).unwrap().is_none());
+}
