@@ -114,13 +114,19 @@ pub fn for_each_run_record(
 /// Whether a run file's header and footer both match their own checksums.
 fn frames_check(bytes: &[u8]) -> bool {
     use crate::run::{RUN_FOOTER_BYTES, RUN_HEADER_BYTES};
-    let sums = |f: &[u8]| {
-        let (body, sum) = f.split_at(f.len() - FRAME_CHECKSUM_BYTES);
-        checksum(body).to_le_bytes() == sum
-    };
     bytes.len() >= RUN_HEADER_BYTES + RUN_FOOTER_BYTES
-        && sums(&bytes[..RUN_HEADER_BYTES])
-        && sums(&bytes[bytes.len() - RUN_FOOTER_BYTES..])
+        && frame_sums(&bytes[..RUN_HEADER_BYTES])
+        && frame_sums(&bytes[bytes.len() - RUN_FOOTER_BYTES..])
+}
+
+/// Whether `frame` (a whole frame, checksum last) matches its own checksum, whatever its magic
+/// and version say: tells a frame of another format version (self-consistent) from a damaged
+/// one, for salvage and for torn-write detection. False for a frame shorter than its checksum.
+pub fn frame_sums(frame: &[u8]) -> bool {
+    frame.len() >= FRAME_CHECKSUM_BYTES && {
+        let (body, sum) = frame.split_at(frame.len() - FRAME_CHECKSUM_BYTES);
+        checksum(body).to_le_bytes() == sum
+    }
 }
 
 fn salvage_run(

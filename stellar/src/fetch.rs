@@ -214,29 +214,20 @@ fn checked_has(path: &Path, url: &str) -> Result<crate::archive::HistoryArchiveS
 
 /// Takes the cache folder's lock (`.lock` in it, made if missing) for one fetch at a time,
 /// and removes the `.tmp` files an interrupted fetch left.
-fn lock_cache(mirror: &Path) -> Result<File> {
+fn lock_cache(mirror: &Path) -> Result<strata::FileLock> {
+    use strata::FileSystem;
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
     std::fs::create_dir_all(mirror).map_err(io_err(mirror))?;
     let path = mirror.join(".lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Archive {
-                path,
-                reason: "another import is using this cache folder".into(),
-            })
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
-    }
+    let Some(lock) = strata::StdFs.try_lock(&path).map_err(io_err(&path))? else {
+        return Err(Error::Archive {
+            path,
+            reason: "another import is using this cache folder".into(),
+        });
+    };
     fn sweep(dir: &Path) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

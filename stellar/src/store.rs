@@ -242,6 +242,58 @@ pub fn store_options() -> Options {
     options
 }
 
+/// A write batch that goes to the database (buffered) whenever it holds `max_ops` operations
+/// or `max_bytes` bytes of keys and values: bounded memory for imports and deletions.
+struct Writes<'a> {
+    db: &'a Db,
+    batch: Batch,
+    bytes: usize,
+    max_ops: usize,
+    max_bytes: usize,
+}
+
+impl<'a> Writes<'a> {
+    fn new(db: &'a Db, max_ops: usize, max_bytes: usize) -> Writes<'a> {
+        Writes {
+            db,
+            batch: Batch::new(),
+            bytes: 0,
+            max_ops,
+            max_bytes,
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.bytes += key.len() + value.len();
+        self.batch.put(key, value);
+        self.flush_if_full()
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> Result<()> {
+        self.bytes += key.len();
+        self.batch.delete(key);
+        self.flush_if_full()
+    }
+
+    fn flush_if_full(&mut self) -> Result<()> {
+        if self.batch.len() >= self.max_ops || self.bytes >= self.max_bytes {
+            self.db
+                .write_batch_with(&self.batch, Durability::Buffered)?;
+            self.batch = Batch::new();
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        if !self.batch.is_empty() {
+            self.db
+                .write_batch_with(&self.batch, Durability::Buffered)?;
+        }
+        Ok(())
+    }
+}
+
 /// A bucket list's ledger state in a strata database. See the [module documentation](self).
 #[derive(Debug)]
 pub struct LedgerStore {
@@ -411,22 +463,13 @@ impl LedgerStore {
         // Whatever an interrupted import left under this name goes first.
         self.delete_range(&bucket_prefix(&name))?;
         let prefix = bucket_prefix(&name);
-        let mut batch = Batch::new();
-        let mut batch_bytes = 0;
+        let mut writes = Writes::new(&self.db, strata::MAX_BATCH_OPS, IMPORT_BATCH_BYTES);
         while let Some(record) = reader.next_record()? {
             let mut key = prefix.clone();
             key.extend_from_slice(record.key);
-            batch_bytes += key.len() + record.xdr.len();
-            batch.put(key, record.xdr);
-            if batch_bytes >= IMPORT_BATCH_BYTES || batch.len() >= strata::MAX_BATCH_OPS {
-                self.db.write_batch_with(&batch, Durability::Buffered)?;
-                batch = Batch::new();
-                batch_bytes = 0;
-            }
+            writes.put(key, record.xdr.to_vec())?;
         }
-        if !batch.is_empty() {
-            self.db.write_batch_with(&batch, Durability::Buffered)?;
-        }
+        writes.finish()?;
         let (records, bytes) = (reader.records(), reader.offset());
         let found = reader.finish()?;
         if expected.is_none() {
@@ -444,22 +487,15 @@ impl LedgerStore {
         self.delete_range(&bucket_prefix(to))?;
         let from_prefix = bucket_prefix(from);
         let to_prefix = bucket_prefix(to);
-        let mut batch = Batch::new();
+        let mut writes = Writes::new(&self.db, DELETE_BATCH_KEYS, IMPORT_BATCH_BYTES);
         for item in self.db.prefix(&from_prefix)? {
             let (key, value) = item?;
             let mut moved = to_prefix.clone();
             moved.extend_from_slice(&key[BUCKET_KEY_HEADER..]);
-            batch.put(moved, value);
-            batch.delete(key);
-            if batch.len() >= DELETE_BATCH_KEYS {
-                self.db.write_batch_with(&batch, Durability::Buffered)?;
-                batch = Batch::new();
-            }
+            writes.put(moved, value)?;
+            writes.delete(key)?;
         }
-        if !batch.is_empty() {
-            self.db.write_batch_with(&batch, Durability::Buffered)?;
-        }
-        Ok(())
+        writes.finish()
     }
 
     /// Deletes every bucket (records and marker) whose name is not in `keep`, and every
@@ -504,19 +540,11 @@ impl LedgerStore {
     }
 
     fn delete_between(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<()> {
-        let mut batch = Batch::new();
+        let mut writes = Writes::new(&self.db, DELETE_BATCH_KEYS, usize::MAX);
         for item in self.db.range((start, end))? {
-            let (key, _) = item?;
-            batch.delete(key);
-            if batch.len() >= DELETE_BATCH_KEYS {
-                self.db.write_batch_with(&batch, Durability::Buffered)?;
-                batch = Batch::new();
-            }
+            writes.delete(item?.0)?;
         }
-        if !batch.is_empty() {
-            self.db.write_batch_with(&batch, Durability::Buffered)?;
-        }
-        Ok(())
+        writes.finish()
     }
 
     fn current(&self) -> Result<&StoreState> {

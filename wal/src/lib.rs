@@ -99,10 +99,7 @@ pub fn salvage_segment(
 /// Whether the segment header of `file` matches its own checksum.
 fn header_sums(file: &dyn FsFile) -> bool {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
-    file.read_exact_at(&mut h, 0).is_ok() && {
-        let (body, sum) = h.split_at(SEGMENT_HEADER_BYTES - 8);
-        checksum(body).to_le_bytes() == sum
-    }
+    file.read_exact_at(&mut h, 0).is_ok() && frame_sums(&h)
 }
 
 /// WAL bytes per record besides its key and value: the record header and the value checksum.
@@ -112,7 +109,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata_engine::format::{parse_file_name, segment_file_name, FileKind};
+use strata_engine::format::{frame_sums, parse_file_name, segment_file_name, FileKind};
 use strata_engine::sync::{Mutex, RwLock};
 use strata_engine::{
     checksum, Appended, EntryKind, Error, Event, EventSink, FileSystem, FsFile, OpRef, OpenMode,
@@ -345,10 +342,7 @@ fn torn_creation(src: &FileAt<'_>, path: &Path, id: SegmentId) -> Result<bool> {
         .map_err(|e| Error::io("reading", path, e))?;
     // A header that checks against its own checksum is not torn (it may be of another
     // version or segment: the walk names that).
-    let (body, sum) = h.split_at(SEGMENT_HEADER_BYTES - 8);
-    if crate::format::check_segment_header(&h, path, id.0).is_ok()
-        || checksum(body).to_le_bytes() == sum
-    {
+    if crate::format::check_segment_header(&h, path, id.0).is_ok() || frame_sums(&h) {
         return Ok(false);
     }
     Ok(!walk::intact_header_after(
