@@ -8,11 +8,11 @@ use std::time::Instant;
 use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
-use strata_stellar::archive::{check_archive, Archive, MergeCheck};
+use strata_stellar::archive::{check_archive, Archive, MergeCheck, Outcome, NUM_LEVELS};
 use strata_stellar::fetch::{mirror_checkpoint, FetchOptions, FetchProgress, FetchReport};
 use strata_stellar::key::{entry_type_name, parse_entry_type, ENTRY_TYPES};
-use strata_stellar::merge::{merge_files, merge_protocol, FIRST_PROTOCOL_WITHOUT_SHADOWS};
-use strata_stellar::stellar_xdr::{LedgerKey, Limits, ReadXdr};
+use strata_stellar::merge::{merge_files, ListType};
+use strata_stellar::stellar_xdr::{LedgerEntryType, LedgerKey, Limits, ReadXdr};
 use strata_stellar::store::LedgerStore;
 
 use crate::CliResult;
@@ -70,12 +70,17 @@ pub enum Stellar {
         #[arg(long)]
         json: bool,
     },
-    /// Merges two buckets with stellar-core's rules and prints the output's SHA-256.
+    /// Merges two buckets with stellar-core's rules (live or hot archive buckets, every
+    /// protocol) and prints the output's SHA-256.
     Merge {
         /// The older bucket (plain or gzipped).
         old: PathBuf,
         /// The newer bucket (plain or gzipped).
         new: PathBuf,
+        /// A shadow bucket (repeat, newest first): before protocol 12, the curr and snap buckets
+        /// of the levels above the one merged into, as the merge starts. Refused from 12 on.
+        #[arg(long = "shadow")]
+        shadows: Vec<PathBuf>,
         /// The output bucket (uncompressed).
         #[arg(long)]
         out: PathBuf,
@@ -86,11 +91,23 @@ pub enum Stellar {
         #[arg(long)]
         json: bool,
     },
-    /// Re-performs every merge whose inputs and output an archive holds and prints how many
-    /// outputs match the archive's hashes (exit code 1 if any does not).
+    /// Re-performs every merge of levels 1 to 10 whose output an archive records and whose
+    /// inputs (found in checkpoint states, in `next` merges, or by re-performing the level's
+    /// previous merge) it holds; prints, per level, merges found, reproduced and not checkable
+    /// and why (exit code 1 if any output differs or a merge fails).
     CheckArchive {
         /// The history archive's root directory.
         archive: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the sizes of the live Soroban state: contract data and contract code entries and
+    /// their XDR bytes, by two per-type scans whose memory does not grow with the entry count.
+    SorobanSize {
+        /// The store's directory.
+        #[arg(long)]
+        db: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -118,11 +135,13 @@ pub fn run(command: Stellar) -> CliResult {
         Stellar::Merge {
             old,
             new,
+            shadows,
             out,
             last_level,
             json,
-        } => stellar_merge(&old, &new, &out, last_level, json),
+        } => stellar_merge(&old, &new, &shadows, &out, last_level, json),
         Stellar::CheckArchive { archive, json } => stellar_check_archive(archive, json),
+        Stellar::SorobanSize { db, json } => stellar_soroban_size(&db, json),
     }
 }
 
@@ -301,107 +320,216 @@ fn stellar_scan(db: &Path, ty: &str, count: bool, json: bool) -> CliResult {
 }
 
 /// `stellar merge`.
-fn stellar_merge(old: &Path, new: &Path, out: &Path, last_level: bool, json: bool) -> CliResult {
-    let protocol = merge_protocol(old, new)?;
-    let summary = merge_files(old, new, out, !last_level)?;
-    let hash = hex::encode(summary.hash);
-    let exact = protocol >= FIRST_PROTOCOL_WITHOUT_SHADOWS;
-    let warning = (!exact).then(|| {
-        format!(
-            "protocol {protocol} merge: before protocol {FIRST_PROTOCOL_WITHOUT_SHADOWS} \
-             stellar-core drops entries that newer levels' buckets (shadows) hold, and strata \
-             does not apply shadows: this output may keep entries stellar-core's drops"
-        )
-    });
+fn stellar_merge(
+    old: &Path,
+    new: &Path,
+    shadows: &[PathBuf],
+    out: &Path,
+    last_level: bool,
+    json: bool,
+) -> CliResult {
+    let merged = merge_files(old, new, shadows, out, !last_level)?;
+    let hash = hex::encode(merged.summary.hash);
     if json {
         println!(
             "{}",
-            json!({"sha256": hash, "records": summary.records, "bytes": summary.bytes,
-                "protocol": protocol, "exact": exact, "warning": warning})
+            json!({"sha256": hash, "records": merged.summary.records,
+                "bytes": merged.summary.bytes, "protocol": merged.protocol,
+                "list": merged.list.name(), "shadows": shadows.len(),
+                "shadowed": merged.shadowed})
         );
     } else {
-        if let Some(w) = &warning {
-            eprintln!("warning: {w}");
-        }
         println!("{hash}");
     }
     Ok(())
 }
 
-/// Merges, matching merges and merges that need shadows (not checkable), by level.
-type PerLevel = BTreeMap<u32, (u64, u64, u64)>;
+/// Merges reported in full by `check-archive` (beyond it, only counted).
+const MAX_REPORTED_MERGES: usize = 100;
 
-/// `stellar check-archive`; exits with code 1 if any merge does not match.
+/// What `check-archive` found for one level of one bucket list.
+#[derive(Default)]
+struct LevelTally {
+    found: u64,
+    reproduced: u64,
+    chained: u64,
+    shadowed_merges: u64,
+    mismatched: u64,
+    failed: u64,
+    not_checkable: u64,
+    /// Not-checkable merges by the input that was missing, with one example.
+    why: BTreeMap<&'static str, (u64, String)>,
+}
+
+/// `stellar check-archive`; exits with code 1 if any merge does not match or fails.
 fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
     let scratch = tempfile::Builder::new()
         .prefix("strata-check-archive-")
         .tempdir()?;
-    let checks = check_archive(&Archive::new(archive), scratch.path())?;
-    let mut per_level = PerLevel::new();
-    for c in &checks {
-        let e = per_level.entry(c.merge.level).or_default();
-        e.0 += 1;
-        e.1 += u64::from(c.matched());
-        e.2 += u64::from(!c.matched() && !c.checkable());
-    }
-    let matched = checks.iter().filter(|c| c.matched()).count();
+    // Every level of the live list is reported, found or not; the hot archive's when found.
+    let mut levels: BTreeMap<(ListType, u32), LevelTally> = (1..NUM_LEVELS as u32)
+        .map(|l| ((ListType::Live, l), LevelTally::default()))
+        .collect();
+    let mut bad = Vec::new();
+    let mut bad_total = 0u64;
+    check_archive(&Archive::new(archive), scratch.path(), |c| {
+        let t = levels.entry((c.merge.list, c.merge.level)).or_default();
+        t.found += 1;
+        t.chained += u64::from(c.chained > 0);
+        t.shadowed_merges += u64::from(c.shadows > 0);
+        match &c.outcome {
+            Outcome::Reproduced => t.reproduced += 1,
+            Outcome::NotCheckable { input, why } => {
+                t.not_checkable += 1;
+                t.why.entry(input).or_insert((0, why.clone())).0 += 1;
+            }
+            Outcome::Mismatch { .. } | Outcome::Failed(_) => {
+                if matches!(c.outcome, Outcome::Mismatch { .. }) {
+                    t.mismatched += 1;
+                } else {
+                    t.failed += 1;
+                }
+                bad_total += 1;
+                if bad.len() < MAX_REPORTED_MERGES {
+                    bad.push(c.clone());
+                }
+            }
+        }
+    })?;
     if json {
-        print_checks_json(&checks, &per_level, matched);
+        print_checks_json(&levels, &bad, bad_total);
     } else {
-        print_checks_text(&checks, &per_level, matched);
+        print_checks_text(&levels, &bad, bad_total);
     }
-    if checks.iter().any(|c| !c.matched() && c.checkable()) {
+    if bad_total > 0 {
         std::process::exit(1);
     }
     Ok(())
 }
 
+/// Why level 0 is never checked, as reports say it.
+const LEVEL_0_NOTE: &str = "level 0 merges take each ledger's fresh changes, which archives \
+                            do not hold as buckets: not checkable";
+
+fn check_json(c: &MergeCheck) -> serde_json::Value {
+    let (actual, error) = match &c.outcome {
+        Outcome::Mismatch { actual } => (Some(hex::encode(actual)), None),
+        Outcome::Failed(e) => (None, Some(e.clone())),
+        _ => (None, None),
+    };
+    json!({"list": c.merge.list.name(), "level": c.merge.level, "ledger": c.merge.ledger,
+        "protocol": c.protocol, "shadows": c.shadows, "chained": c.chained,
+        "expected": hex::encode(c.expected), "actual": actual, "error": error})
+}
+
 /// The outcome of `stellar check-archive --json`: one object.
-fn print_checks_json(checks: &[MergeCheck], per_level: &PerLevel, matched: usize) {
-    let levels: Vec<_> = per_level
+fn print_checks_json(
+    levels: &BTreeMap<(ListType, u32), LevelTally>,
+    bad: &[MergeCheck],
+    total: u64,
+) {
+    let per_level: Vec<_> = levels
         .iter()
-        .map(|(l, (n, m, s))| json!({"level": l, "merges": n, "matched": m, "need_shadows": s}))
-        .collect();
-    let mismatches: Vec<_> = checks
-        .iter()
-        .filter(|c| !c.matched())
-        .map(|c| {
-            json!({"level": c.merge.level, "ledger": c.merge.ledger, "protocol": c.protocol,
-                "checkable": c.checkable(),
-                "expected": hex::encode(c.merge.output), "actual": hex::encode(c.actual)})
+        .map(|((list, level), t)| {
+            let why: serde_json::Map<String, serde_json::Value> = t
+                .why
+                .iter()
+                .map(|(input, (n, example))| {
+                    (input.to_string(), json!({"merges": n, "example": example}))
+                })
+                .collect();
+            json!({"list": list.name(), "level": level, "found": t.found,
+                "reproduced": t.reproduced, "chained": t.chained,
+                "with_shadows": t.shadowed_merges, "mismatched": t.mismatched,
+                "failed": t.failed, "not_checkable": t.not_checkable, "why_not_checkable": why})
         })
         .collect();
+    let sum = |f: fn(&LevelTally) -> u64| levels.values().map(f).sum::<u64>();
     println!(
         "{}",
-        json!({"merges": checks.len(), "matched": matched, "levels": levels,
-            "mismatches": mismatches})
+        json!({"found": sum(|t| t.found), "reproduced": sum(|t| t.reproduced),
+            "not_checkable": sum(|t| t.not_checkable), "mismatched": sum(|t| t.mismatched),
+            "failed": sum(|t| t.failed), "levels": per_level, "level_0": LEVEL_0_NOTE,
+            "mismatches": bad.iter().map(check_json).collect::<Vec<_>>(),
+            "mismatches_total": total})
     );
 }
 
 /// The outcome of `stellar check-archive`: a line per level, per mismatch, and a total.
-fn print_checks_text(checks: &[MergeCheck], per_level: &PerLevel, matched: usize) {
-    for (l, (n, m, s)) in per_level {
-        let shadows = if *s > 0 {
-            format!(" ({s} not checkable: protocol before {FIRST_PROTOCOL_WITHOUT_SHADOWS} needs shadows, which strata does not apply)")
-        } else {
-            String::new()
-        };
-        println!("level {l}: {m} of {n} merges match{shadows}");
-    }
-    for c in checks.iter().filter(|c| !c.matched()) {
-        println!(
-            "{} level {} ledger {} (protocol {}): expected {}, got {}",
-            if c.checkable() {
-                "MISMATCH"
-            } else {
-                "NOT CHECKABLE"
-            },
-            c.merge.level,
-            c.merge.ledger,
-            c.protocol,
-            hex::encode(c.merge.output),
-            hex::encode(c.actual)
+fn print_checks_text(
+    levels: &BTreeMap<(ListType, u32), LevelTally>,
+    bad: &[MergeCheck],
+    total: u64,
+) {
+    println!("{LEVEL_0_NOTE}");
+    for ((list, level), t) in levels {
+        let mut line = format!(
+            "{} level {level}: {} merges found, {} reproduced",
+            list.name(),
+            t.found,
+            t.reproduced
         );
+        if t.chained > 0 {
+            line += &format!(" ({} after re-performing the merge before)", t.chained);
+        }
+        if t.mismatched + t.failed > 0 {
+            line += &format!(", {} MISMATCHED, {} FAILED", t.mismatched, t.failed);
+        }
+        if t.not_checkable > 0 {
+            line += &format!(", {} not checkable", t.not_checkable);
+            for (input, (n, example)) in &t.why {
+                line += &format!("\n    {n} for want of the {input}; e.g. {example}");
+            }
+        }
+        println!("{line}");
     }
-    println!("{matched} of {} merges match the archive", checks.len());
+    for c in bad {
+        println!("MISMATCH {}", check_json(c));
+    }
+    if total > bad.len() as u64 {
+        println!("... and {} more", total - bad.len() as u64);
+    }
+    let found: u64 = levels.values().map(|t| t.found).sum();
+    let reproduced: u64 = levels.values().map(|t| t.reproduced).sum();
+    println!("{reproduced} of {found} merges found reproduced; {total} mismatched or failed");
+}
+
+/// `stellar soroban-size`.
+fn stellar_soroban_size(db: &Path, json: bool) -> CliResult {
+    let store = LedgerStore::open_existing(db)?;
+    let mut sizes = Vec::new();
+    for ty in [LedgerEntryType::ContractData, LedgerEntryType::ContractCode] {
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for item in store.scan_type(ty)? {
+            let (_, entry) = item?;
+            entries += 1;
+            bytes += entry.len() as u64;
+        }
+        sizes.push((entry_type_name(ty), entries, bytes));
+    }
+    store.close()?;
+    let warning = "contract code bytes are XDR bytes: from protocol 23 stellar-core also counts \
+                   each contract's compiled-module memory cost, which strata does not compute \
+                   (the code figure is a lower bound)";
+    if json {
+        let mut out = serde_json::Map::new();
+        for (name, entries, bytes) in &sizes {
+            out.insert(
+                name.to_string(),
+                json!({"entries": entries, "xdr_bytes": bytes}),
+            );
+        }
+        out.insert(
+            "total_xdr_bytes".into(),
+            json!(sizes.iter().map(|s| s.2).sum::<u64>()),
+        );
+        out.insert("warning".into(), json!(warning));
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        for (name, entries, bytes) in &sizes {
+            println!("{name}: {entries} entries, {bytes} bytes");
+        }
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use strata_stellar::archive::{planned_merges, Archive};
+use strata_stellar::archive::{check_archive, Archive, CurrInput};
 use strata_stellar::stellar_xdr::{LedgerEntry, LedgerKey, Limits, ReadXdr, WriteXdr};
 
 fn archive_root() -> PathBuf {
@@ -63,6 +63,29 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
         assert!(ok, "{err}");
         assert_eq!(out.trim(), *b64);
     }
+    // The Soroban state size: the live contract data and code, entries and XDR bytes, as the
+    // per-type scans give them.
+    let (ok, out, err) = strata(&["stellar", "soroban-size", "--db", db, "--json"]);
+    assert!(ok, "{err}");
+    let sizes = json(&out);
+    assert!(sizes["warning"].as_str().unwrap().contains("lower bound"));
+    for ty in ["contract_data", "contract_code"] {
+        let (ok, out, err) = strata(&["stellar", "scan", "--db", db, "--type", ty]);
+        assert!(ok, "{err}");
+        let bytes: usize = out
+            .lines()
+            .map(|l| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(l)
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        assert!(bytes > 0, "the testnet archive holds {ty} entries");
+        assert_eq!(sizes[ty]["entries"], out.lines().count(), "{ty}");
+        assert_eq!(sizes[ty]["xdr_bytes"], bytes, "{ty}");
+    }
+
     // A key no bucket holds.
     let absent = LedgerKey::Ttl(strata_stellar::stellar_xdr::LedgerKeyTtl {
         key_hash: strata_stellar::stellar_xdr::Hash([0xAB; 32]),
@@ -87,26 +110,63 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
 
     // One merge into level 4, by hand, gives the archive's output.
     let a = Archive::new(&root);
-    let m = planned_merges(&a)
-        .unwrap()
-        .into_iter()
-        .find(|m| m.curr != [0; 32] && m.snap != [0; 32])
-        .unwrap();
+    let mut found = None;
+    let scratch = tempfile::tempdir().unwrap();
+    check_archive(&a, scratch.path(), |c| {
+        if let (4, Some(CurrInput::Bucket(curr)), Some(snap)) =
+            (c.merge.level, &c.merge.curr, c.merge.snap)
+        {
+            if found.is_none() && *curr != [0; 32] && snap != [0; 32] {
+                found = Some((*curr, snap, c.expected));
+            }
+        }
+    })
+    .unwrap();
+    let (curr, snap, expected) = found.unwrap();
     let out_file = dir.path().join("merged.xdr");
-    let (ok, out, err) = strata(&[
-        "stellar",
-        "merge",
-        a.bucket_path(&m.curr).to_str().unwrap(),
-        a.bucket_path(&m.snap).to_str().unwrap(),
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
+    let merge_args = |old: &Path, new: &Path, extra: &[&Path]| {
+        let mut v = vec![
+            "stellar".to_string(),
+            "merge".into(),
+            old.to_str().unwrap().into(),
+            new.to_str().unwrap().into(),
+            "--out".into(),
+            out_file.to_str().unwrap().into(),
+            "--json".into(),
+        ];
+        for s in extra {
+            v.push("--shadow".into());
+            v.push(s.to_str().unwrap().into());
+        }
+        v
+    };
+    let run = |args: Vec<String>| strata(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, out, err) = run(merge_args(
+        &a.bucket_path(&curr),
+        &a.bucket_path(&snap),
+        &[],
+    ));
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), hex::encode(m.output));
-    assert!(err.is_empty(), "a protocol-12+ merge is exact: {err}");
+    let report = json(&out);
+    assert_eq!(report["sha256"], hex::encode(expected));
+    assert_eq!(
+        (report["protocol"].as_u64(), report["list"].as_str()),
+        (Some(22), Some("live"))
+    );
 
-    // The same inputs without their METAENTRY are buckets of before protocol 11: the merge
-    // cannot be exact (no shadows), and says so.
+    // Shadows given to a protocol-22 merge are refused, as stellar-core refuses them.
+    let (ok, _, err) = run(merge_args(
+        &a.bucket_path(&curr),
+        &a.bucket_path(&snap),
+        &[&a.bucket_path(&curr)],
+    ));
+    assert!(
+        !ok && err.contains("shadow") && err.contains("protocol 22"),
+        "{err}"
+    );
+
+    // The same inputs without their METAENTRY are buckets of before protocol 11, which
+    // cannot hold their INITENTRY records: the error names the bucket and the offset.
     let strip = |hash: &[u8; 32], name: &str| {
         let mut gz = Vec::new();
         std::io::Read::read_to_end(
@@ -119,41 +179,28 @@ fn import_get_scan_merge_and_check_archive_from_the_command_line() {
         std::fs::write(&path, &gz[4 + first as usize..]).unwrap();
         path
     };
-    let (old, new) = (strip(&m.curr, "old.xdr"), strip(&m.snap, "new.xdr"));
-    let args = |json: bool| {
-        let mut v = vec![
-            "stellar".to_string(),
-            "merge".into(),
-            old.to_str().unwrap().into(),
-            new.to_str().unwrap().into(),
-            "--out".into(),
-            out_file.to_str().unwrap().into(),
-        ];
-        if json {
-            v.push("--json".into());
-        }
-        v
-    };
-    let text: Vec<String> = args(false);
-    let (ok, _, err) = strata(&text.iter().map(String::as_str).collect::<Vec<_>>());
+    let (old, new) = (strip(&curr, "old.xdr"), strip(&snap, "new.xdr"));
+    let (ok, _, err) = run(merge_args(&old, &new, &[]));
     assert!(
-        ok && err.contains("warning: protocol 0 merge") && err.contains("shadows"),
+        !ok && err.contains("INITENTRY at offset") && err.contains("protocol 0"),
         "{err}"
-    );
-    let js: Vec<String> = args(true);
-    let (ok, out, err) = strata(&js.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{err}");
-    let report = json(&out);
-    assert_eq!(
-        (report["protocol"].as_u64(), report["exact"].as_bool()),
-        (Some(0), Some(false))
     );
 
     let (ok, out, err) = strata(&["stellar", "check-archive", archive, "--json"]);
     assert!(ok, "{err}");
     let report = json(&out);
-    assert_eq!(report["merges"], report["matched"]);
-    assert!(report["matched"].as_u64().unwrap() >= 98);
+    assert_eq!(report["mismatched"], 0);
+    assert_eq!(report["failed"], 0);
+    // Levels 3 (chained), 4, 5 and 6; levels 1 and 2 are found but not checkable.
+    assert_eq!(report["reproduced"], 254);
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 10, "every live level 1-10 is reported");
+    assert_eq!(levels[0]["not_checkable"], 157);
+    assert!(levels[0]["why_not_checkable"]["snap"]["example"]
+        .as_str()
+        .unwrap()
+        .contains("no checkpoint state"));
+    assert_eq!(levels[2]["chained"], 156);
 }
 
 /// A `LedgerKey` as the CLI takes it: base64 XDR.

@@ -7,14 +7,16 @@
 //! every [`CHECKPOINT_FREQUENCY`] ledgers. `bucket/pp/qq/rr/bucket-<hex>.xdr.gz` is the
 //! gzipped bucket whose SHA-256 is `<hex>` (`pp/qq/rr`: its first three bytes).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use serde::Deserialize;
 
 use crate::bucket::{BucketReader, EMPTY_BUCKET};
 use crate::error::{Error, Result};
-use crate::merge::merge;
-use crate::MAX_HAS_BYTES;
+use crate::merge::{merge, ListType, FIRST_PROTOCOL_SHADOWS_REMOVED};
+use crate::{MAX_HAS_BYTES, MAX_SLOTS};
 
 /// Ledgers per checkpoint.
 pub const CHECKPOINT_FREQUENCY: u32 = 64;
@@ -63,39 +65,91 @@ pub fn keep_tombstones(level: u32) -> bool {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HasJson {
+    #[serde(default)]
+    version: u32,
     current_ledger: u32,
     current_buckets: Vec<LevelJson>,
+    #[serde(default)]
+    hot_archive_buckets: Vec<LevelJson>,
 }
 
 #[derive(Deserialize)]
 struct LevelJson {
     curr: String,
     snap: String,
+    #[serde(default)]
+    next: Option<NextJson>,
 }
 
-/// One level of a bucket list: the names of its curr and snap buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize)]
+struct NextJson {
+    state: u32,
+    output: Option<String>,
+    curr: Option<String>,
+    snap: Option<String>,
+    #[serde(default)]
+    shadow: Vec<String>,
+}
+
+/// A level's `next`: stellar-core's `FutureBucket` as a history archive state records it, the
+/// merge into the level that was running when the state was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FutureBucket {
+    /// `state: 0`: no merge recorded (from protocol 12 on, stellar-core clears `next` before
+    /// publishing, since the inputs can be found from the levels).
+    #[default]
+    Clear,
+    /// `state: 1`: the merge's output.
+    Output([u8; 32]),
+    /// `state: 2`: the merge's inputs, shadows newest first.
+    Inputs {
+        /// The older input (the level's curr, or the empty bucket).
+        curr: [u8; 32],
+        /// The newer input (the level above's snap).
+        snap: [u8; 32],
+        /// The shadows.
+        shadows: Vec<[u8; 32]>,
+    },
+}
+
+/// One level of a bucket list: the names of its curr and snap buckets and its pending merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Level {
     /// The curr bucket (newer).
     pub curr: [u8; 32],
     /// The snap bucket (older).
     pub snap: [u8; 32],
+    /// The merge into this level in progress, as recorded.
+    pub next: FutureBucket,
 }
 
-/// A history archive state: the bucket list at the end of a checkpoint.
+/// A history archive state: the bucket lists at the end of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryArchiveState {
+    /// The state file's `version` (2 from protocol 23, with the hot archive).
+    pub version: u32,
     /// The checkpoint's last ledger.
     pub current_ledger: u32,
-    /// The [`NUM_LEVELS`] levels, level 0 first.
+    /// The live bucket list's [`NUM_LEVELS`] levels, level 0 first.
     pub levels: Vec<Level>,
+    /// The hot archive bucket list's levels (`hotArchiveBuckets`, version 2), level 0 first;
+    /// empty before protocol 23.
+    pub hot_archive: Vec<Level>,
 }
 
 impl HistoryArchiveState {
-    /// The bucket names in shadowing order, newest first: level 0 curr, level 0 snap, level 1
-    /// curr, ... (22 slots; the empty bucket is [`EMPTY_BUCKET`]).
+    /// The live bucket names in shadowing order, newest first: level 0 curr, level 0 snap,
+    /// level 1 curr, ... (22 slots; the empty bucket is [`EMPTY_BUCKET`]).
     pub fn slots(&self) -> Vec<[u8; 32]> {
         self.levels.iter().flat_map(|l| [l.curr, l.snap]).collect()
+    }
+
+    /// The levels of one bucket list (empty when the state has none of it).
+    pub fn list(&self, list: ListType) -> &[Level] {
+        match list {
+            ListType::Live => &self.levels,
+            ListType::HotArchive => &self.hot_archive,
+        }
     }
 }
 
@@ -106,6 +160,65 @@ fn parse_hash(path: &Path, s: &str) -> Result<[u8; 32]> {
         reason: format!("bucket name {s:?} is not 64 hex digits: {e}"),
     })?;
     Ok(out)
+}
+
+fn parse_levels(path: &Path, what: &str, levels: &[LevelJson]) -> Result<Vec<Level>> {
+    let archive_err = |reason: String| Error::Archive {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if levels.len() != NUM_LEVELS {
+        return Err(archive_err(format!(
+            "{what}: {} bucket list levels, expected {NUM_LEVELS}",
+            levels.len()
+        )));
+    }
+    let field = |name: &str, v: &Option<String>, level: usize| -> Result<[u8; 32]> {
+        let v = v
+            .as_deref()
+            .ok_or_else(|| archive_err(format!("{what} level {level}: next has no {name}")))?;
+        parse_hash(path, v)
+    };
+    levels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let next = match &l.next {
+                None => FutureBucket::Clear,
+                Some(n) => match n.state {
+                    0 => FutureBucket::Clear,
+                    1 => FutureBucket::Output(field("output", &n.output, i)?),
+                    2 => {
+                        if n.shadow.len() > MAX_SLOTS {
+                            return Err(archive_err(format!(
+                                "{what} level {i}: {} shadows, at most {MAX_SLOTS}",
+                                n.shadow.len()
+                            )));
+                        }
+                        FutureBucket::Inputs {
+                            curr: field("curr", &n.curr, i)?,
+                            snap: field("snap", &n.snap, i)?,
+                            shadows: n
+                                .shadow
+                                .iter()
+                                .map(|s| parse_hash(path, s))
+                                .collect::<Result<_>>()?,
+                        }
+                    }
+                    s => {
+                        return Err(archive_err(format!(
+                            "{what} level {i}: next.state {s} is not 0, 1 or 2"
+                        )))
+                    }
+                },
+            };
+            Ok(Level {
+                curr: parse_hash(path, &l.curr)?,
+                snap: parse_hash(path, &l.snap)?,
+                next,
+            })
+        })
+        .collect()
 }
 
 /// Reads and checks a history archive state file.
@@ -126,28 +239,17 @@ pub fn read_has(path: &Path) -> Result<HistoryArchiveState> {
         path: path.to_path_buf(),
         reason: format!("not a history archive state: {e}"),
     })?;
-    if json.current_buckets.len() != NUM_LEVELS {
-        return Err(Error::Archive {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{} bucket list levels, expected {NUM_LEVELS}",
-                json.current_buckets.len()
-            ),
-        });
-    }
-    let levels = json
-        .current_buckets
-        .iter()
-        .map(|l| {
-            Ok(Level {
-                curr: parse_hash(path, &l.curr)?,
-                snap: parse_hash(path, &l.snap)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let levels = parse_levels(path, "currentBuckets", &json.current_buckets)?;
+    let hot_archive = if json.hot_archive_buckets.is_empty() {
+        Vec::new()
+    } else {
+        parse_levels(path, "hotArchiveBuckets", &json.hot_archive_buckets)?
+    };
     Ok(HistoryArchiveState {
+        version: json.version,
         current_ledger: json.current_ledger,
         levels,
+        hot_archive,
     })
 }
 
@@ -232,133 +334,457 @@ impl Archive {
     }
 }
 
-/// A merge of the bucket list whose inputs and output are named by checkpoint states.
+/// Where the older input of a merge comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CurrInput {
+    /// A bucket the archive names (the empty bucket when the merge starts with an empty curr).
+    Bucket([u8; 32]),
+    /// The output of the level's previous merge, which no state records: re-performed first
+    /// (a chained merge).
+    PreviousMerge,
+}
+
+/// A merge of a bucket list, with what the archive's checkpoint states say about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedMerge {
-    /// The level merged into.
+    /// The bucket list.
+    pub list: ListType,
+    /// The level merged into (1 to 10).
     pub level: u32,
     /// The ledger at which the merge starts (level `level - 1` spills).
     pub ledger: u32,
-    /// The older input: the level's curr (or the empty bucket).
-    pub curr: [u8; 32],
-    /// The newer input: the spilling level's curr, which becomes its snap.
-    pub snap: [u8; 32],
-    /// The output the archive records: the level's curr once the merge is committed.
-    pub output: [u8; 32],
-    /// Whether the merge keeps DEADENTRY records.
+    /// The older input, if the archive lets it be found.
+    pub curr: Option<CurrInput>,
+    /// The newer input (level `level - 1`'s curr as the merge starts), if found.
+    pub snap: Option<[u8; 32]>,
+    /// The shadows (levels `0..level-1` as the merge starts, newest first), if found. They
+    /// are used only when the snap's protocol is below 12.
+    pub shadows: Option<Vec<[u8; 32]>>,
+    /// The output the archive records, if any.
+    pub output: Option<[u8; 32]>,
+    /// Whether the merge keeps tombstones (every level but the last).
     pub keep_tombstones: bool,
 }
 
-/// Every merge into levels whose spill period is a multiple of the checkpoint frequency
-/// (levels 4 and up) whose inputs and output are visible in the archive's checkpoint states.
-///
-/// The merge into level `i` that starts at ledger `L` (a multiple of `levelHalf(i-1)`) takes
-/// level `i-1`'s curr at the checkpoint ending at `L-1` as its newer input, level `i`'s curr
-/// right after `L` (the previous merge's output, visible at the checkpoint ending at `L+63`)
-/// as its older input, unless [`should_merge_with_empty_curr`], and its output is level `i`'s
-/// curr at the checkpoint ending at `L + levelHalf(i-1) + 63`.
-pub fn planned_merges(archive: &Archive) -> Result<Vec<PlannedMerge>> {
-    let checkpoints = archive.checkpoints()?;
-    let Some(&last) = checkpoints.last() else {
-        return Ok(Vec::new());
-    };
-    let state = |c: u32| -> Result<Option<HistoryArchiveState>> {
-        if checkpoints.binary_search(&c).is_ok() {
-            archive.state(c).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let mut merges = Vec::new();
-    for level in 1..NUM_LEVELS as u32 {
-        let half = level_half(level - 1);
-        if !half.is_multiple_of(CHECKPOINT_FREQUENCY) {
-            continue;
-        }
-        let mut ledger = half;
-        // Ledger numbers come from the archive: near u32::MAX the sum would overflow.
-        while let Some(commit) = ledger
-            .checked_add(half + CHECKPOINT_FREQUENCY - 1)
-            .filter(|&c| c <= last)
-        {
-            let before = state(ledger - 1)?;
-            let after_start = state(ledger + CHECKPOINT_FREQUENCY - 1)?;
-            let after_commit = state(commit)?;
-            let empty_curr = should_merge_with_empty_curr(ledger, level);
-            if let (Some(before), Some(after_start), Some(after_commit)) =
-                (before, after_start, after_commit)
-            {
-                let l = level as usize;
-                merges.push(PlannedMerge {
-                    level,
-                    ledger,
-                    curr: if empty_curr {
-                        EMPTY_BUCKET
-                    } else {
-                        after_start.levels[l].curr
-                    },
-                    snap: before.levels[l - 1].curr,
-                    output: after_commit.levels[l].curr,
-                    keep_tombstones: keep_tombstones(level),
-                });
-            }
-            ledger += half;
-        }
-    }
-    Ok(merges)
+/// The checkpoint states of an archive, read as needed and a few kept (their number is bounded
+/// by [`STATE_CACHE_ENTRIES`], whatever the archive's length).
+struct States<'a> {
+    archive: &'a Archive,
+    checkpoints: Vec<u32>,
+    cache: HashMap<u32, Rc<HistoryArchiveState>>,
 }
 
-/// The outcome of one re-performed merge.
+/// Checkpoint states a [`check_archive`] keeps parsed at once.
+pub const STATE_CACHE_ENTRIES: usize = 64;
+
+/// How many merges in a row [`check_archive`] re-performs to find one merge's older input.
+pub const MAX_CHAINED_MERGES: u32 = 2;
+
+impl States<'_> {
+    fn at(&mut self, checkpoint: u32) -> Result<Option<Rc<HistoryArchiveState>>> {
+        if self.checkpoints.binary_search(&checkpoint).is_err() {
+            return Ok(None);
+        }
+        if let Some(s) = self.cache.get(&checkpoint) {
+            return Ok(Some(s.clone()));
+        }
+        if self.cache.len() >= STATE_CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        let state = Rc::new(self.archive.state(checkpoint)?);
+        self.cache.insert(checkpoint, state.clone());
+        Ok(Some(state))
+    }
+
+    /// The first state taken at a ledger in `lo..=hi`.
+    fn first_in(&mut self, lo: u32, hi: u32) -> Result<Option<Rc<HistoryArchiveState>>> {
+        let i = self.checkpoints.partition_point(|&c| c < lo);
+        match self.checkpoints.get(i) {
+            Some(&c) if c <= hi => self.at(c),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// What the archive says about the merge into `level` of `list` that starts at `ledger`.
+///
+/// The merge into level `i` starting at ledger `L` (a multiple of `h = levelHalf(i-1)`) takes
+/// level `i-1`'s curr at the end of `L-1` as its newer input (the snap); the level's curr after
+/// the commit at `L` as its older input, or the empty bucket when
+/// [`should_merge_with_empty_curr`] (or when `L = h`: no merge came before); the curr and snap
+/// of levels `0..i-1` at the end of `L-1` as shadows; it is committed at `L + h`, where its
+/// output becomes the level's curr. A state taken at a ledger `C` shows:
+/// - `C = L-1`: the snap (level `i-1`'s curr), the shadows, and the previous merge's output
+///   (the older input) if its `next` holds an output;
+/// - `L <= C < L+h`: the snap (level `i-1`'s snap), the older input (level `i`'s curr), the
+///   merge's inputs or output if its `next` holds them;
+/// - `L+h <= C < L+2h`: the output (level `i`'s curr).
+///
+/// A level's curr and snap change only when the level above spills, so each of these holds for
+/// every `C` in its range.
+fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Result<PlannedMerge> {
+    let (i, l) = (level as usize, ledger);
+    let half = level_half(level - 1);
+    let levels = |s: &Rc<HistoryArchiveState>| -> Option<Vec<Level>> {
+        let levels = s.list(list);
+        (!levels.is_empty()).then(|| levels.to_vec())
+    };
+    let before = match l.checked_sub(1) {
+        Some(c) => states.at(c)?.and_then(|s| levels(&s)),
+        None => None,
+    };
+    let during = states
+        .first_in(l, l.saturating_add(half - 1))?
+        .and_then(|s| levels(&s));
+    let after = states
+        .first_in(l.saturating_add(half), l.saturating_add(2 * half - 1))?
+        .and_then(|s| levels(&s));
+    let recorded = during.as_ref().map(|d| &d[i].next);
+    let inputs = match recorded {
+        Some(FutureBucket::Inputs {
+            curr,
+            snap,
+            shadows,
+        }) => Some((*curr, *snap, shadows.clone())),
+        _ => None,
+    };
+    let snap = inputs
+        .as_ref()
+        .map(|x| x.1)
+        .or_else(|| before.as_ref().map(|b| b[i - 1].curr))
+        .or_else(|| during.as_ref().map(|d| d[i - 1].snap));
+    let curr = if let Some(x) = &inputs {
+        Some(CurrInput::Bucket(x.0))
+    } else if l == half || should_merge_with_empty_curr(l, level) {
+        Some(CurrInput::Bucket(EMPTY_BUCKET))
+    } else if let Some(d) = &during {
+        Some(CurrInput::Bucket(d[i].curr))
+    } else if let Some(FutureBucket::Output(o)) = before.as_ref().map(|b| &b[i].next) {
+        Some(CurrInput::Bucket(*o))
+    } else {
+        Some(CurrInput::PreviousMerge)
+    };
+    let shadows = match (&inputs, list) {
+        (Some(x), _) => Some(x.2.clone()),
+        (None, ListType::HotArchive) => Some(Vec::new()),
+        (None, ListType::Live) => before
+            .as_ref()
+            .map(|b| b[..i - 1].iter().flat_map(|l| [l.curr, l.snap]).collect()),
+    };
+    let output = match recorded {
+        Some(FutureBucket::Output(o)) => Some(*o),
+        _ => after.as_ref().map(|a| a[i].curr),
+    };
+    Ok(PlannedMerge {
+        list,
+        level,
+        ledger,
+        curr,
+        snap,
+        shadows,
+        output,
+        keep_tombstones: keep_tombstones(level),
+    })
+}
+
+/// The ledgers at which merges into a level with incoming spill period `half` start, about
+/// which some checkpoint state says something: for each checkpoint `C`, the merge running at
+/// `C`, the one before and the one after (ascending, without repeats).
+fn candidate_ledgers(checkpoints: &[u32], half: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut last = 0u32;
+    checkpoints.iter().flat_map(move |&c| {
+        let start = round_down(c, half);
+        let mut out = [None; 3];
+        for (slot, l) in out.iter_mut().zip([
+            start.checked_sub(half),
+            Some(start),
+            start.checked_add(half),
+        ]) {
+            if let Some(l) = l.filter(|&l| l >= half && l > last) {
+                last = l;
+                *slot = Some(l);
+            }
+        }
+        out.into_iter().flatten()
+    })
+}
+
+/// The outcome of one merge whose output an archive records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Re-performed; the output's SHA-256 is the archive's.
+    Reproduced,
+    /// Re-performed; the output differs.
+    Mismatch {
+        /// The SHA-256 of strata's output.
+        actual: [u8; 32],
+    },
+    /// stellar-core's rules refuse the merge (or an input is damaged): the error.
+    Failed(String),
+    /// An input is not in the archive.
+    NotCheckable {
+        /// Which input: `snap`, `curr`, `shadows` or `bucket` (a named bucket file is missing).
+        input: &'static str,
+        /// Why, with the level, ledger or bucket.
+        why: String,
+    },
+}
+
+/// One merge whose output an archive records, and what re-performing it gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeCheck {
     /// The merge.
     pub merge: PlannedMerge,
-    /// The SHA-256 of the output strata wrote.
-    pub actual: [u8; 32],
-    /// Entries in the output (METAENTRY included).
+    /// The output the archive records.
+    pub expected: [u8; 32],
+    /// What happened.
+    pub outcome: Outcome,
+    /// The merge's protocol version, when it was performed.
+    pub protocol: Option<u32>,
+    /// Entries in the output (METAENTRY included), when it was performed.
     pub records: u64,
-    /// The merge's protocol version (the larger of the inputs').
-    pub protocol: u32,
+    /// Shadows the merge took.
+    pub shadows: usize,
+    /// Entries the shadows dropped.
+    pub shadowed: u64,
+    /// Merges re-performed first to find the older input (0: the archive names it).
+    pub chained: u32,
 }
 
 impl MergeCheck {
-    /// Whether the output is byte-identical to the archive's (same SHA-256).
+    /// Whether the output is byte-identical to the archive's.
     pub fn matched(&self) -> bool {
-        self.actual == self.merge.output
+        self.outcome == Outcome::Reproduced
     }
 
-    /// Whether strata can reproduce this merge exactly: its protocol takes no shadows
-    /// ([`crate::merge::FIRST_PROTOCOL_WITHOUT_SHADOWS`]).
+    /// Whether the merge could be re-performed from the archive's contents.
     pub fn checkable(&self) -> bool {
-        self.protocol >= crate::merge::FIRST_PROTOCOL_WITHOUT_SHADOWS
+        !matches!(self.outcome, Outcome::NotCheckable { .. })
     }
 }
 
-/// Performs every [`planned_merges`] merge into files under `scratch` (each removed after it
-/// is hashed) and reports each outcome. Inputs are checked against their names as they are
-/// read.
-pub fn check_archive(archive: &Archive, scratch: &Path) -> Result<Vec<MergeCheck>> {
-    let mut checks = Vec::new();
-    for planned in planned_merges(archive)? {
-        let out = scratch.join(format!("merge-{}-{}.xdr", planned.level, planned.ledger));
-        let (curr, snap) = (
-            archive.open_bucket(&planned.curr)?,
-            archive.open_bucket(&planned.snap)?,
-        );
-        let protocol = curr.ledger_version().max(snap.ledger_version());
-        let summary = merge(curr, snap, &out, planned.keep_tombstones)?;
-        std::fs::remove_file(&out).map_err(|source| Error::Io {
-            path: out.clone(),
-            source,
-        })?;
-        checks.push(MergeCheck {
-            merge: planned,
-            actual: summary.hash,
-            records: summary.records,
-            protocol,
-        });
+/// The inputs of a merge, ready to run, or why they cannot be found.
+enum Ready {
+    Inputs(Box<Inputs>),
+    Missing(&'static str, String),
+}
+
+/// The opened inputs of a merge, and how many merges were re-performed to find them.
+struct Inputs {
+    curr: BucketReader,
+    snap: BucketReader,
+    shadows: Vec<BucketReader>,
+    chained: u32,
+}
+
+/// Opens a bucket the archive names, or says it is missing.
+fn open_named(
+    archive: &Archive,
+    hash: &[u8; 32],
+) -> Result<std::result::Result<BucketReader, (&'static str, String)>> {
+    if *hash != EMPTY_BUCKET && !archive.bucket_path(hash).is_file() {
+        return Ok(Err((
+            "bucket",
+            format!("bucket {} is not in the archive", hex::encode(hash)),
+        )));
     }
-    Ok(checks)
+    archive.open_bucket(hash).map(Ok)
+}
+
+/// Finds and opens the inputs of `planned`, re-performing up to `depth` earlier merges of the
+/// level (into files under `scratch`) when the older input is the previous merge's output.
+fn ready(
+    archive: &Archive,
+    states: &mut States<'_>,
+    planned: &PlannedMerge,
+    scratch: &Path,
+    depth: u32,
+) -> Result<Ready> {
+    let (level, ledger) = (planned.level, planned.ledger);
+    let Some(snap_hash) = planned.snap else {
+        return Ok(Ready::Missing(
+            "snap",
+            format!(
+                "the snap (level {}'s curr at ledger {}) is in no checkpoint state",
+                level - 1,
+                ledger - 1
+            ),
+        ));
+    };
+    let snap = match open_named(archive, &snap_hash)? {
+        Ok(r) => r,
+        Err((input, why)) => return Ok(Ready::Missing(input, why)),
+    };
+    let needs_shadows = planned.list == ListType::Live
+        && snap.ledger_version() < FIRST_PROTOCOL_SHADOWS_REMOVED
+        && level >= 2;
+    let mut shadows = Vec::new();
+    if needs_shadows {
+        let Some(hashes) = &planned.shadows else {
+            return Ok(Ready::Missing(
+                "shadows",
+                format!(
+                "the shadows (levels 0 to {} at ledger {}) are in no checkpoint state, and this \
+                 merge's snap is protocol {}, which takes shadows",
+                level - 2,
+                ledger - 1,
+                snap.ledger_version()
+            ),
+            ));
+        };
+        for h in hashes {
+            match open_named(archive, h)? {
+                Ok(r) => shadows.push(r),
+                Err((input, why)) => return Ok(Ready::Missing(input, why)),
+            }
+        }
+    }
+    let (curr, chained) = match &planned.curr {
+        Some(CurrInput::Bucket(h)) => match open_named(archive, h)? {
+            Ok(r) => (r, 0),
+            Err((input, why)) => return Ok(Ready::Missing(input, why)),
+        },
+        Some(CurrInput::PreviousMerge) | None => {
+            let previous = ledger - level_half(level - 1);
+            if depth == 0 {
+                return Ok(Ready::Missing(
+                    "curr",
+                    format!(
+                    "the curr (level {level}'s curr after ledger {ledger}) is in no checkpoint \
+                     state and is more than {MAX_CHAINED_MERGES} merges from one"
+                ),
+                ));
+            }
+            let earlier = plan(states, planned.list, level, previous)?;
+            let (c, s, sh, chained) = match ready(archive, states, &earlier, scratch, depth - 1)? {
+                Ready::Inputs(i) => (i.curr, i.snap, i.shadows, i.chained),
+                Ready::Missing(_, why) => {
+                    return Ok(Ready::Missing(
+                        "curr",
+                        format!(
+                        "the curr is the output of the merge at ledger {previous}, whose inputs \
+                         are not all in the archive: {why}"
+                    ),
+                    ))
+                }
+            };
+            let path = scratch.join(format!(
+                "chain-{}-{level}-{previous}.xdr",
+                planned.list.name()
+            ));
+            let merged = merge(c, s, sh, &path, earlier.keep_tombstones)?;
+            let reader = BucketReader::open(&path, Some(merged.summary.hash))?;
+            // The reader holds the file open; the name can go now.
+            std::fs::remove_file(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            (reader, chained + 1)
+        }
+    };
+    Ok(Ready::Inputs(Box::new(Inputs {
+        curr,
+        snap,
+        shadows,
+        chained,
+    })))
+}
+
+/// Re-performs every merge of levels 1 to 10 (of the live bucket list and, from protocol 23,
+/// the hot archive) whose output the archive's checkpoint states record, and reports each to
+/// `report`, in order of list, level and ledger. Outputs are written under `scratch` and
+/// removed once hashed; inputs are checked against their names as they are read.
+///
+/// Level 0 merges take each ledger's fresh batch of changes, which an archive does not hold as
+/// a bucket: they are never checkable and are not reported.
+pub fn check_archive(
+    archive: &Archive,
+    scratch: &Path,
+    mut report: impl FnMut(&MergeCheck),
+) -> Result<()> {
+    let mut states = States {
+        archive,
+        checkpoints: archive.checkpoints()?,
+        cache: HashMap::new(),
+    };
+    for list in [ListType::Live, ListType::HotArchive] {
+        for level in 1..NUM_LEVELS as u32 {
+            let checkpoints = std::mem::take(&mut states.checkpoints);
+            let ledgers: Vec<u32> =
+                candidate_ledgers(&checkpoints, level_half(level - 1)).collect();
+            states.checkpoints = checkpoints;
+            for ledger in ledgers {
+                let planned = plan(&mut states, list, level, ledger)?;
+                let Some(expected) = planned.output else {
+                    continue;
+                };
+                let check = run_check(archive, &mut states, planned, expected, scratch)?;
+                report(&check);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Performs one planned merge and compares its output with `expected`.
+fn run_check(
+    archive: &Archive,
+    states: &mut States<'_>,
+    planned: PlannedMerge,
+    expected: [u8; 32],
+    scratch: &Path,
+) -> Result<MergeCheck> {
+    let mut check = MergeCheck {
+        merge: planned,
+        expected,
+        outcome: Outcome::Reproduced,
+        protocol: None,
+        records: 0,
+        shadows: 0,
+        shadowed: 0,
+        chained: 0,
+    };
+    let ready = match ready(archive, states, &check.merge, scratch, MAX_CHAINED_MERGES) {
+        Ok(r) => r,
+        Err(e) => {
+            check.outcome = Outcome::Failed(e.to_string());
+            return Ok(check);
+        }
+    };
+    let (curr, snap, shadows, chained) = match ready {
+        Ready::Inputs(i) => (i.curr, i.snap, i.shadows, i.chained),
+        Ready::Missing(input, why) => {
+            check.outcome = Outcome::NotCheckable { input, why };
+            return Ok(check);
+        }
+    };
+    check.chained = chained;
+    check.shadows = shadows.len();
+    let m = &check.merge;
+    let out = scratch.join(format!(
+        "merge-{}-{}-{}.xdr",
+        m.list.name(),
+        m.level,
+        m.ledger
+    ));
+    let result = merge(curr, snap, shadows, &out, m.keep_tombstones);
+    let _ = std::fs::remove_file(&out);
+    match result {
+        Ok(merged) => {
+            check.protocol = Some(merged.protocol);
+            check.records = merged.summary.records;
+            check.shadowed = merged.shadowed;
+            check.outcome = if merged.summary.hash == expected {
+                Outcome::Reproduced
+            } else {
+                Outcome::Mismatch {
+                    actual: merged.summary.hash,
+                }
+            };
+        }
+        Err(e) => check.outcome = Outcome::Failed(e.to_string()),
+    }
+    Ok(check)
 }
 
 #[cfg(test)]

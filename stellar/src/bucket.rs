@@ -85,6 +85,14 @@ impl BucketMeta {
             .unwrap_or(0)
     }
 
+    /// The `ext`'s `bucketListType` (0: live, 1: hot archive) when the extension is v1.
+    pub fn list_type(&self) -> Option<i32> {
+        (self.ext_version() == 1)
+            .then(|| self.ext.get(4..8))
+            .flatten()
+            .map(|b| i32::from_be_bytes(b.try_into().expect("four bytes")))
+    }
+
     /// The METAENTRY record: discriminant -1, `ledgerVersion`, then the ext bytes.
     pub fn record(&self) -> Vec<u8> {
         let mut r = Vec::with_capacity(8 + self.ext.len());

@@ -122,6 +122,42 @@ pub enum Error {
         /// Offset of the new record.
         new_offset: u64,
     },
+    /// An entry that a merge of its protocol cannot hold (stellar-core's
+    /// `checkProtocolLegality`: INITENTRY and METAENTRY need protocol 11; a hot archive bucket
+    /// has no INITENTRY).
+    #[error("bucket {bucket}: {entry} at offset {offset} in a protocol {protocol} merge of {list} buckets (INITENTRY and METAENTRY need protocol 11 or later; hot archive buckets have no INITENTRY)")]
+    IllegalEntry {
+        /// The input bucket.
+        bucket: PathBuf,
+        /// Offset of the record mark.
+        offset: u64,
+        /// `INITENTRY` or `METAENTRY`.
+        entry: &'static str,
+        /// The merge's protocol version.
+        protocol: u32,
+        /// `live` or `hot_archive`.
+        list: &'static str,
+    },
+    /// Shadows given to a merge that takes none (protocol 12 or later, or a hot archive merge).
+    #[error("merge: {shadows} shadow bucket(s) (the first {first}) given to a protocol {protocol} merge; stellar-core takes shadows only before protocol 12, and never for the hot archive")]
+    ShadowsNotSupported {
+        /// The first shadow.
+        first: PathBuf,
+        /// How many shadows were given.
+        shadows: usize,
+        /// The merge's protocol version.
+        protocol: u32,
+    },
+    /// A hot archive bucket record that breaks the hot archive's rules.
+    #[error("hot archive bucket {bucket}: record at offset {offset}: {reason}")]
+    HotArchive {
+        /// The bucket file.
+        bucket: PathBuf,
+        /// Offset of the record mark.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A history archive file that is missing, too large or not what the format says.
     #[error("history archive {path}: {reason}")]
     Archive {
@@ -145,22 +181,30 @@ impl Error {
             | Error::Undecodable { bucket, .. }
             | Error::OutOfOrder { bucket, .. }
             | Error::MisplacedMeta { bucket, .. }
+            | Error::IllegalEntry { bucket, .. }
+            | Error::HotArchive { bucket, .. }
             | Error::HashMismatch { bucket, .. } => bucket,
             Error::MalformedMerge { new, .. } => new,
+            Error::ShadowsNotSupported { first, .. } => first,
         }
     }
 
     /// The offset in the uncompressed bucket stream the error concerns, if any.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            Error::Io { .. } | Error::Archive { .. } | Error::Fetch { .. } => None,
+            Error::Io { .. }
+            | Error::Archive { .. }
+            | Error::Fetch { .. }
+            | Error::ShadowsNotSupported { .. } => None,
             Error::Gzip { offset, .. }
             | Error::BadMark { offset, .. }
             | Error::RecordTooLarge { offset, .. }
             | Error::ShortRecord { offset, .. }
             | Error::Undecodable { offset, .. }
             | Error::OutOfOrder { offset, .. }
-            | Error::MisplacedMeta { offset, .. } => Some(*offset),
+            | Error::MisplacedMeta { offset, .. }
+            | Error::IllegalEntry { offset, .. }
+            | Error::HotArchive { offset, .. } => Some(*offset),
             Error::HashMismatch { bytes, .. } => Some(*bytes),
             Error::MalformedMerge { new_offset, .. } => Some(*new_offset),
         }

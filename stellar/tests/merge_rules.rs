@@ -1,0 +1,485 @@
+//! stellar-core's merge rules, on buckets these tests build: shadows before protocol 12 (all
+//! entries before 11; LIVE only from 11), the protocol a merge runs at, the legality of INIT
+//! and META entries, and the protocol-23 hot archive. Every expected output is framed and
+//! hashed here by hand, independently of strata's writer.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use strata_stellar::bucket::{BucketReader, EMPTY_BUCKET};
+use strata_stellar::merge::{merge, merge_files, ListType, Merged};
+use strata_stellar::stellar_xdr::{
+    AccountId, Asset, ContractDataDurability, ContractDataEntry, ContractId, ExtensionPoint, Hash,
+    LedgerEntry, LedgerEntryData, LedgerEntryExt, LedgerKey, LedgerKeyContractData, LedgerKeyOffer,
+    LedgerKeyTtl, Limits, OfferEntry, OfferEntryExt, Price, PublicKey, ScAddress, ScVal, TtlEntry,
+    Uint256, WriteXdr,
+};
+use strata_stellar::Error;
+
+const LIVE: i32 = 0;
+const DEAD: i32 = 1;
+const INIT: i32 = 2;
+/// Hot archive discriminants: an archived entry, and the tombstone of a restored one.
+const ARCHIVED: i32 = 0;
+const RESTORED: i32 = 1;
+
+#[derive(Clone, Copy, Debug)]
+enum Ty {
+    Offer,
+    Data,
+    Ttl,
+}
+
+/// One record: discriminant, entry type, id (the key), value.
+type Rec = (i32, Ty, u8, u32);
+
+fn seller() -> AccountId {
+    AccountId(PublicKey::PublicKeyTypeEd25519(Uint256([7; 32])))
+}
+
+fn contract() -> ScAddress {
+    ScAddress::Contract(ContractId(Hash([9; 32])))
+}
+
+fn ledger_entry(ty: Ty, id: u8, v: u32) -> Vec<u8> {
+    let data = match ty {
+        Ty::Offer => LedgerEntryData::Offer(OfferEntry {
+            seller_id: seller(),
+            offer_id: i64::from(id),
+            selling: Asset::Native,
+            buying: Asset::Native,
+            amount: i64::from(v),
+            price: Price { n: 1, d: 1 },
+            flags: 0,
+            ext: OfferEntryExt::V0,
+        }),
+        Ty::Data => LedgerEntryData::ContractData(ContractDataEntry {
+            ext: ExtensionPoint::V0,
+            contract: contract(),
+            key: ScVal::U32(u32::from(id)),
+            durability: ContractDataDurability::Persistent,
+            val: ScVal::U32(v),
+        }),
+        Ty::Ttl => LedgerEntryData::Ttl(TtlEntry {
+            key_hash: Hash([id; 32]),
+            live_until_ledger_seq: v,
+        }),
+    };
+    LedgerEntry {
+        last_modified_ledger_seq: v,
+        data,
+        ext: LedgerEntryExt::V0,
+    }
+    .to_xdr(Limits::none())
+    .unwrap()
+}
+
+fn ledger_key(ty: Ty, id: u8) -> Vec<u8> {
+    match ty {
+        Ty::Offer => LedgerKey::Offer(LedgerKeyOffer {
+            seller_id: seller(),
+            offer_id: i64::from(id),
+        }),
+        Ty::Data => LedgerKey::ContractData(LedgerKeyContractData {
+            contract: contract(),
+            key: ScVal::U32(u32::from(id)),
+            durability: ContractDataDurability::Persistent,
+        }),
+        Ty::Ttl => LedgerKey::Ttl(LedgerKeyTtl {
+            key_hash: Hash([id; 32]),
+        }),
+    }
+    .to_xdr(Limits::none())
+    .unwrap()
+}
+
+/// A METAENTRY: version, and the `ext` (None: v0; Some(t): v1 naming bucket list type t).
+fn meta_record(version: u32, list: Option<i32>) -> Vec<u8> {
+    let mut r = (-1i32).to_be_bytes().to_vec();
+    r.extend_from_slice(&version.to_be_bytes());
+    match list {
+        None => r.extend_from_slice(&0i32.to_be_bytes()),
+        Some(t) => {
+            r.extend_from_slice(&1i32.to_be_bytes());
+            r.extend_from_slice(&t.to_be_bytes());
+        }
+    }
+    r
+}
+
+/// The record of `rec`: its discriminant, then the entry (LIVE, INIT, ARCHIVED) or the key.
+/// (The live DEAD and the hot archive's restored tombstone share discriminant 1 and a key.)
+fn record(rec: Rec) -> Vec<u8> {
+    let (tag, ty, id, v) = rec;
+    let mut r = tag.to_be_bytes().to_vec();
+    if tag == DEAD {
+        r.extend(ledger_key(ty, id));
+    } else {
+        r.extend(ledger_entry(ty, id, v));
+    }
+    r
+}
+
+/// A bucket's bytes, framed by hand (a record mark with the high bit set, then the record).
+fn bucket_bytes(meta: Option<Vec<u8>>, recs: &[Rec]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in meta.into_iter().chain(recs.iter().map(|&r| record(r))) {
+        out.extend_from_slice(&(r.len() as u32 | 0x8000_0000).to_be_bytes());
+        out.extend_from_slice(&r);
+    }
+    out
+}
+
+/// The name stellar-core gives a bucket with these bytes.
+fn name(bytes: &[u8]) -> [u8; 32] {
+    if bytes.is_empty() {
+        EMPTY_BUCKET
+    } else {
+        Sha256::digest(bytes).into()
+    }
+}
+
+fn write(dir: &Path, file: &str, meta: Option<Vec<u8>>, recs: &[Rec]) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, bucket_bytes(meta, recs)).unwrap();
+    path
+}
+
+fn open(path: &Path) -> BucketReader {
+    BucketReader::open(path, None).unwrap()
+}
+
+fn merge_paths(
+    dir: &Path,
+    old: &Path,
+    new: &Path,
+    shadows: &[PathBuf],
+    keep_tombstones: bool,
+) -> Result<Merged, Error> {
+    merge_files(old, new, shadows, &dir.join("out.xdr"), keep_tombstones)
+}
+
+/// The pubnet case (protocol 8, no METAENTRY anywhere): the merge into level 4 at ledger
+/// 12000128 of an empty curr and a snap of 8 offer records, with the curr and snap buckets of
+/// levels 0 to 3 as shadows. stellar-core's output holds only the 2 DEAD offers no shadow
+/// holds; a merge without shadows keeps all 8.
+#[test]
+fn pubnet_level_4_merge_keeps_only_the_unshadowed_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let snap: Vec<Rec> = vec![
+        (LIVE, Ty::Offer, 1, 10),
+        (LIVE, Ty::Offer, 2, 10),
+        (DEAD, Ty::Offer, 3, 0),
+        (LIVE, Ty::Offer, 4, 10),
+        (LIVE, Ty::Offer, 5, 10),
+        (DEAD, Ty::Offer, 6, 0),
+        (LIVE, Ty::Offer, 7, 10),
+        (LIVE, Ty::Offer, 8, 10),
+    ];
+    let snap_path = write(d, "snap.xdr", None, &snap);
+    // Levels 0-3, curr then snap, newest first; a DEAD in a shadow shadows too.
+    let shadow_recs: [&[Rec]; 8] = [
+        &[(LIVE, Ty::Offer, 1, 11)],
+        &[(DEAD, Ty::Offer, 2, 0)],
+        &[(LIVE, Ty::Offer, 4, 11), (LIVE, Ty::Offer, 5, 11)],
+        &[],
+        &[],
+        &[(LIVE, Ty::Offer, 7, 11), (LIVE, Ty::Offer, 9, 11)],
+        &[(LIVE, Ty::Offer, 8, 11)],
+        &[(LIVE, Ty::Ttl, 1, 11)],
+    ];
+    let shadows: Vec<PathBuf> = shadow_recs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| write(d, &format!("shadow-{i}.xdr"), None, r))
+        .collect();
+    let out = d.join("out.xdr");
+    let shadow_readers = shadows.iter().map(|p| open(p)).collect();
+    let merged = merge(
+        BucketReader::empty(),
+        open(&snap_path),
+        shadow_readers,
+        &out,
+        true,
+    )
+    .unwrap();
+    let expected = bucket_bytes(None, &[(DEAD, Ty::Offer, 3, 0), (DEAD, Ty::Offer, 6, 0)]);
+    assert_eq!(merged.summary.hash, name(&expected));
+    assert_eq!(std::fs::read(&out).unwrap(), expected);
+    assert_eq!((merged.protocol, merged.shadowed), (0, 6));
+    assert_eq!(merged.summary.records, 2);
+
+    let unshadowed = merge(
+        BucketReader::empty(),
+        open(&snap_path),
+        Vec::new(),
+        &out,
+        true,
+    )
+    .unwrap();
+    assert_eq!(unshadowed.summary.hash, name(&bucket_bytes(None, &snap)));
+}
+
+/// Before protocol 11 a shadow drops any entry; from 11 it drops only LIVE entries, and the
+/// equal-key rules run before the shadows are asked.
+#[test]
+fn shadow_rules_before_and_from_protocol_11() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // No METAENTRY: protocol 0, shadows drop LIVE and DEAD alike.
+    let old = write(
+        d,
+        "old0.xdr",
+        None,
+        &[(LIVE, Ty::Offer, 1, 1), (DEAD, Ty::Offer, 2, 0)],
+    );
+    let new = write(
+        d,
+        "new0.xdr",
+        None,
+        &[
+            (LIVE, Ty::Offer, 3, 2),
+            (DEAD, Ty::Offer, 4, 0),
+            (LIVE, Ty::Offer, 5, 2),
+        ],
+    );
+    let shadow = write(
+        d,
+        "shadow0.xdr",
+        None,
+        &[
+            (LIVE, Ty::Offer, 2, 3),
+            (DEAD, Ty::Offer, 3, 0),
+            (LIVE, Ty::Offer, 5, 3),
+        ],
+    );
+    let m = merge_paths(d, &old, &new, &[shadow], true).unwrap();
+    let expected = bucket_bytes(None, &[(LIVE, Ty::Offer, 1, 1), (DEAD, Ty::Offer, 4, 0)]);
+    assert_eq!(
+        (m.summary.hash, m.protocol, m.shadowed),
+        (name(&expected), 0, 3)
+    );
+
+    // Protocol 11: INIT and DEAD survive their shadows; LIVE (including a LIVE made from
+    // DEAD + INIT) does not; INIT + LIVE stays INIT and survives.
+    let meta11 = || Some(meta_record(11, None));
+    let old = write(
+        d,
+        "old11.xdr",
+        meta11(),
+        &[
+            (INIT, Ty::Offer, 1, 1),
+            (DEAD, Ty::Offer, 2, 0),
+            (LIVE, Ty::Offer, 6, 1),
+            (INIT, Ty::Offer, 7, 1),
+            (DEAD, Ty::Offer, 8, 0),
+        ],
+    );
+    let new = write(
+        d,
+        "new11.xdr",
+        meta11(),
+        &[
+            (LIVE, Ty::Offer, 3, 2),
+            (INIT, Ty::Offer, 4, 2),
+            (LIVE, Ty::Offer, 7, 2),
+            (INIT, Ty::Offer, 8, 2),
+        ],
+    );
+    let all: Vec<Rec> = (1..=8).map(|i| (LIVE, Ty::Offer, i, 9)).collect();
+    let shadow_a = write(d, "shadow11a.xdr", meta11(), &all[..4]);
+    let shadow_b = write(d, "shadow11b.xdr", meta11(), &all[4..]);
+    let m = merge_paths(d, &old, &new, &[shadow_a, shadow_b], true).unwrap();
+    let expected = bucket_bytes(
+        Some(meta_record(11, None)),
+        &[
+            (INIT, Ty::Offer, 1, 1),
+            (DEAD, Ty::Offer, 2, 0),
+            (INIT, Ty::Offer, 4, 2),
+            (INIT, Ty::Offer, 7, 2),
+        ],
+    );
+    assert_eq!(m.summary.hash, name(&expected));
+    assert_eq!(std::fs::read(d.join("out.xdr")).unwrap(), expected);
+    assert_eq!((m.protocol, m.shadowed), (11, 3));
+}
+
+/// The protocol counts shadows below 12 only; shadows given to a protocol-12 merge are refused.
+#[test]
+fn merge_protocol_counts_old_shadows_and_refuses_shadows_from_12() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = write(d, "old.xdr", None, &[(LIVE, Ty::Offer, 1, 1)]);
+    let new = write(d, "new.xdr", None, &[(DEAD, Ty::Offer, 2, 0)]);
+
+    // A protocol-11 shadow lifts the merge to 11: a METAENTRY, and DEAD survives the shadow.
+    let s11 = write(
+        d,
+        "s11.xdr",
+        Some(meta_record(11, None)),
+        &[(LIVE, Ty::Offer, 2, 5)],
+    );
+    let m = merge_paths(d, &old, &new, &[s11], true).unwrap();
+    let expected = bucket_bytes(
+        Some(meta_record(11, None)),
+        &[(LIVE, Ty::Offer, 1, 1), (DEAD, Ty::Offer, 2, 0)],
+    );
+    assert_eq!((m.summary.hash, m.protocol), (name(&expected), 11));
+
+    // A protocol-12 shadow does not count toward the version, but still shadows.
+    let s12 = write(
+        d,
+        "s12.xdr",
+        Some(meta_record(12, None)),
+        &[(LIVE, Ty::Offer, 2, 5)],
+    );
+    let m = merge_paths(d, &old, &new, std::slice::from_ref(&s12), true).unwrap();
+    let expected = bucket_bytes(None, &[(LIVE, Ty::Offer, 1, 1)]);
+    assert_eq!((m.summary.hash, m.protocol), (name(&expected), 0));
+
+    // Inputs at 12 take no shadows.
+    let old12 = write(
+        d,
+        "old12.xdr",
+        Some(meta_record(12, None)),
+        &[(LIVE, Ty::Offer, 1, 1)],
+    );
+    let err = merge_paths(d, &old12, &new, &[s12], true).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ShadowsNotSupported {
+                protocol: 12,
+                shadows: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// INIT and META before protocol 11 are errors naming the bucket and the record's offset.
+#[test]
+fn init_and_meta_before_protocol_11_are_illegal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let first = (LIVE, Ty::Offer, 1, 1);
+    let old = write(d, "old.xdr", None, &[first, (INIT, Ty::Offer, 2, 1)]);
+    let new = write(d, "new.xdr", None, &[(LIVE, Ty::Offer, 3, 1)]);
+    let err = merge_paths(d, &old, &new, &[], true).unwrap_err();
+    let init_offset = 4 + record(first).len() as u64;
+    match &err {
+        Error::IllegalEntry {
+            bucket,
+            offset,
+            entry: "INITENTRY",
+            protocol: 0,
+            ..
+        } => assert_eq!((bucket, *offset), (&old, init_offset)),
+        other => panic!("{other}"),
+    }
+    assert!(
+        err.to_string().contains("old.xdr") && err.to_string().contains(&init_offset.to_string())
+    );
+
+    let meta10 = write(d, "meta10.xdr", Some(meta_record(10, None)), &[first]);
+    let err = merge_paths(d, &meta10, &new, &[], true).unwrap_err();
+    assert!(
+        matches!(&err, Error::IllegalEntry { bucket, offset: 0, entry: "METAENTRY", protocol: 10, .. } if bucket == &meta10),
+        "{err}"
+    );
+    // At 11 the same INIT is legal.
+    let new11 = write(
+        d,
+        "new11.xdr",
+        Some(meta_record(11, None)),
+        &[(LIVE, Ty::Offer, 3, 1)],
+    );
+    merge_paths(d, &old, &new11, &[], true).unwrap();
+}
+
+/// The hot archive: the newer record wins, restored tombstones go at the last level, and
+/// repeats, INIT records, classic entries, shadows and live inputs are refused.
+#[test]
+fn hot_archive_merge_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hot = || Some(meta_record(23, Some(1)));
+    let old = write(
+        d,
+        "old.xdr",
+        hot(),
+        &[
+            (ARCHIVED, Ty::Data, 1, 1),
+            (ARCHIVED, Ty::Data, 2, 1),
+            (RESTORED, Ty::Data, 3, 0),
+        ],
+    );
+    let new = write(
+        d,
+        "new.xdr",
+        hot(),
+        &[(RESTORED, Ty::Data, 1, 0), (ARCHIVED, Ty::Data, 4, 2)],
+    );
+    let m = merge_paths(d, &old, &new, &[], true).unwrap();
+    let expected = bucket_bytes(
+        hot(),
+        &[
+            (RESTORED, Ty::Data, 1, 0),
+            (ARCHIVED, Ty::Data, 2, 1),
+            (RESTORED, Ty::Data, 3, 0),
+            (ARCHIVED, Ty::Data, 4, 2),
+        ],
+    );
+    assert_eq!(
+        (m.summary.hash, m.protocol, m.list),
+        (name(&expected), 23, ListType::HotArchive)
+    );
+    let m = merge_paths(d, &old, &new, &[], false).unwrap();
+    let expected = bucket_bytes(
+        hot(),
+        &[(ARCHIVED, Ty::Data, 2, 1), (ARCHIVED, Ty::Data, 4, 2)],
+    );
+    assert_eq!(m.summary.hash, name(&expected));
+
+    let twice = write(d, "twice.xdr", hot(), &[(ARCHIVED, Ty::Data, 2, 5)]);
+    let err = merge_paths(d, &old, &twice, &[], true).unwrap_err();
+    assert!(
+        matches!(&err, Error::HotArchive { bucket, .. } if bucket == &twice),
+        "{err}"
+    );
+
+    let classic = write(d, "classic.xdr", hot(), &[(ARCHIVED, Ty::Offer, 9, 5)]);
+    let err = merge_paths(d, &old, &classic, &[], true).unwrap_err();
+    assert!(
+        matches!(&err, Error::HotArchive { offset, .. } if *offset > 0),
+        "{err}"
+    );
+
+    let init = write(d, "init.xdr", hot(), &[(INIT, Ty::Data, 9, 5)]);
+    let err = merge_paths(d, &old, &init, &[], true).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::IllegalEntry {
+                entry: "INITENTRY",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let err = merge_paths(d, &old, &new, std::slice::from_ref(&twice), true).unwrap_err();
+    assert!(matches!(&err, Error::ShadowsNotSupported { .. }), "{err}");
+
+    let live = write(
+        d,
+        "live.xdr",
+        Some(meta_record(23, Some(0))),
+        &[(LIVE, Ty::Data, 9, 5)],
+    );
+    let err = merge_paths(d, &old, &live, &[], true).unwrap_err();
+    assert!(err.to_string().contains("hot_archive"), "{err}");
+}
