@@ -245,6 +245,16 @@ fn stellar_import(
     store.close()?;
     let secs = started.elapsed().as_secs_f64();
     let (downloaded, held, bytes) = fetched.map_or((0, 0, 0), |f| (f.fetched, f.held, f.bytes));
+    let hot_warning = (report.hot_archive_buckets > 0).then(|| {
+        format!(
+            "checkpoint {} also has a protocol-23 hot archive list ({} buckets), which is not \
+             imported: a ledger store holds the live bucket list only",
+            report.checkpoint, report.hot_archive_buckets
+        )
+    });
+    if let Some(w) = &hot_warning {
+        eprintln!("warning: {w}");
+    }
     if json {
         println!(
             "{}",
@@ -252,7 +262,8 @@ fn stellar_import(
                 "held_buckets": report.held,
                 "entries": report.entries, "bytes": report.bytes, "seconds": secs,
                 "downloaded_buckets": downloaded, "cached_buckets": held,
-                "downloaded_bytes": bytes})
+                "downloaded_bytes": bytes, "hot_archive_buckets": report.hot_archive_buckets,
+                "warning": hot_warning})
         );
     } else {
         if is_url {

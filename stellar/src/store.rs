@@ -220,6 +220,9 @@ pub struct ImportReport {
     pub entries: u64,
     /// Uncompressed bucket bytes read.
     pub bytes: u64,
+    /// Non-empty buckets of the checkpoint's protocol-23 hot archive list (`hotArchiveBuckets`),
+    /// which a ledger store does not import: it holds the live bucket list only.
+    pub hot_archive_buckets: usize,
 }
 
 fn data_prefix(generation: u64, slot: Option<u8>) -> Vec<u8> {
@@ -361,7 +364,14 @@ impl LedgerStore {
                 expected: Some(*h),
             })
             .collect();
-        self.import_buckets(has.current_ledger, &sources)
+        let mut report = self.import_buckets(has.current_ledger, &sources)?;
+        report.hot_archive_buckets = has
+            .hot_archive
+            .iter()
+            .flat_map(|l| [l.curr, l.snap])
+            .filter(|h| *h != EMPTY_BUCKET)
+            .count();
+        Ok(report)
     }
 
     /// Imports buckets given in shadowing order (newest first), replacing what the store held.
@@ -425,6 +435,7 @@ impl LedgerStore {
             held: 0,
             entries: 0,
             bytes: 0,
+            hot_archive_buckets: 0,
         };
         let mut slots = Vec::with_capacity(buckets.len());
         for source in buckets {
