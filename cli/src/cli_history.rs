@@ -264,11 +264,46 @@ fn import(files: &[PathBuf], db: &Path, shard_blocks: Option<u64>, json: bool) -
     Ok(())
 }
 
-/// `none`, `shard N`, or `K shards (A to B)`.
+/// `none`, `shard N`, or `K shards: A-B, C, ...` (sorted, each shard once, runs as ranges).
 fn shard_list(shards: &[u64]) -> String {
-    match (shards.first(), shards.last()) {
-        (Some(a), Some(b)) if a != b => format!("{} shards ({a} to {b})", shards.len()),
-        (Some(a), _) => format!("shard {a}"),
-        _ => "none".into(),
+    let mut sorted = shards.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &s in &sorted {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == s => *end = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    let ranges: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    match sorted.len() {
+        0 => "none".into(),
+        1 => format!("shard {}", sorted[0]),
+        n => format!("{n} shards: {}", ranges.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_list;
+
+    #[test]
+    fn shard_lists_are_sorted_deduplicated_ranges() {
+        assert_eq!(shard_list(&[]), "none");
+        assert_eq!(shard_list(&[4, 4]), "shard 4");
+        assert_eq!(
+            shard_list(&[3, 15, 0, 1, 2, 3, 7, 8]),
+            "7 shards: 0-3, 7-8, 15"
+        );
     }
 }

@@ -304,6 +304,20 @@ fn main() {
         if broken_pipe {
             return;
         }
+        // The engine's message for a missing directory speaks to embedders (an open option);
+        // on the command line, the directory is what matters.
+        let missing = std::iter::successors(Some(&*e as &dyn std::error::Error), |e| e.source())
+            .find_map(|e| match e.downcast_ref::<strata::Error>() {
+                Some(strata::Error::NotFound { path }) => Some(path.clone()),
+                _ => None,
+            });
+        if let Some(path) = missing {
+            eprintln!(
+                "strata: {} does not exist (no database there)",
+                path.display()
+            );
+            std::process::exit(1);
+        }
         eprintln!("strata: {e}");
         std::process::exit(1);
     }

@@ -769,6 +769,15 @@ fn open_shards<W: Wal>(
             Some(FileKind::ShardDir(id)) if fs.exists(&path.join(SHARD_MANIFEST_FILE)) => {
                 loaded.push(load_shard(&path, id, indexes, options.events.as_ref())?);
             }
+            // A file being written when a process stopped (`STRATA.tmp`, or a `.tmp` of a
+            // layer above, written and renamed the same way): never read, so removed.
+            Some(FileKind::Temporary) if !entry.is_dir => {
+                fs.remove_file(&path)
+                    .map_err(|e| Error::io("removing", &path, e))?;
+                options
+                    .events
+                    .event(&Event::StrayFileRemoved { file: path });
+            }
             _ => {
                 if let Leftover::HalfMade = leftover(fs, &path, entry.is_dir, kind)? {
                     half_made.push(path);

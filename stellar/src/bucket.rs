@@ -452,7 +452,8 @@ pub struct BucketSummary {
 pub struct BucketWriter {
     path: PathBuf,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    /// `None` once [`finish`](Self::finish) has taken it.
+    out: Option<BufWriter<File>>,
     hasher: Sha256,
     bytes: u64,
     records: u64,
@@ -480,7 +481,7 @@ impl BucketWriter {
         Ok(BucketWriter {
             path: path.to_path_buf(),
             tmp,
-            out: BufWriter::with_capacity(READ_BUFFER_BYTES, file),
+            out: Some(BufWriter::with_capacity(READ_BUFFER_BYTES, file)),
             hasher: Sha256::new(),
             bytes: 0,
             records: 0,
@@ -516,7 +517,8 @@ impl BucketWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.hasher.update(bytes);
-        self.out.write_all(bytes).map_err(|source| Error::Io {
+        let out = self.out.as_mut().expect("taken only by finish");
+        out.write_all(bytes).map_err(|source| Error::Io {
             path: self.tmp.clone(),
             source,
         })
@@ -527,29 +529,47 @@ impl BucketWriter {
         self.records
     }
 
-    /// Flushes, syncs and renames the file into place.
-    pub fn finish(self) -> Result<BucketSummary> {
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
-        let file = self
-            .out
+    /// Flushes, syncs and renames the file into place. (A writer dropped without finishing,
+    /// after an error, removes its `.tmp` file.)
+    pub fn finish(mut self) -> Result<BucketSummary> {
+        let out = self.out.take().expect("finish runs once");
+        let synced = out
             .into_inner()
             .map_err(|e| e.into_error())
-            .map_err(io_err(&self.tmp))?;
-        file.sync_all().map_err(io_err(&self.tmp))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
+            .and_then(|file| file.sync_all())
+            .map_err(|source| Error::Io {
+                path: self.tmp.clone(),
+                source,
+            });
+        let placed = synced.and_then(|()| {
+            std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        placed?;
         let hash = if self.records == 0 {
             EMPTY_BUCKET
         } else {
-            self.hasher.finalize().into()
+            std::mem::take(&mut self.hasher).finalize().into()
         };
         Ok(BucketSummary {
             hash,
             bytes: self.bytes,
             records: self.records,
         })
+    }
+}
+
+impl Drop for BucketWriter {
+    fn drop(&mut self) {
+        // Not finished (an error on the way, or the merge that fed it failed): the half-written
+        // file goes, so nothing is left beside the output a caller named.
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -250,6 +250,10 @@ fn init_and_meta_before_protocol_11_are_illegal() {
     assert!(
         err.to_string().contains("old.xdr") && err.to_string().contains(&init_offset.to_string())
     );
+    assert!(
+        !d.join("out.xdr.tmp").exists() && !d.join("out.xdr").exists(),
+        "a failed merge leaves nothing beside its output"
+    );
 
     let meta10 = write(d, "meta10.xdr", Some(meta_record(10, None)), &[first]);
     let err = merge_paths(d, &meta10, &new, &[], true).unwrap_err();

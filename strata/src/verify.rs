@@ -65,6 +65,26 @@ fn map(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
 
 fn check_file(report: &mut VerifyReport, path: &Path, name: &str) {
     let kind = format::parse_file_name(name);
+    // Only regular files are opened: a FIFO or device under a strata name would block or
+    // mislead the read (open refuses what it cannot read as a file, too).
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(m) => {
+            if kind.is_some() {
+                report.findings.push(Finding {
+                    file: path.into(),
+                    offset: None,
+                    detail: format!(
+                        "not a regular file ({:?}); strata writes only regular files here",
+                        m.file_type()
+                    ),
+                    damage: true,
+                });
+            }
+            return;
+        }
+        Err(e) => return report.error(path, Error::io("reading", path, e)),
+    }
     let bytes = match map(path) {
         Ok(Some(m)) => m,
         Ok(None) => {
@@ -170,11 +190,27 @@ pub fn verify(dir: &Path) -> std::io::Result<VerifyReport> {
         },
         Err(e) => report.error(&db_file, Error::io("reading", &db_file, e)),
     }
-    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.is_dir() {
+            shards.push(path);
+        } else if matches!(
+            format::parse_file_name(&entry.file_name().to_string_lossy()),
+            Some(FileKind::ShardDir(_))
+        ) {
+            // A shard name that does not lead to a directory (a dangling link): open cannot
+            // list it and refuses the database.
+            report.findings.push(Finding {
+                file: path,
+                offset: None,
+                detail: "a shard entry that is not a readable directory (a dangling link?): \
+                         open refuses it"
+                    .into(),
+                damage: true,
+            });
+        }
+    }
     shards.sort();
     for shard in shards {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&shard)?

@@ -1,6 +1,7 @@
 //! What a crash or an error leaves half made never stops the database opening: a shard
 //! directory without its manifest (empty, or holding only `MANIFEST.tmp`), a temporary shard
-//! directory, a database folder holding only `LOCK` and `STRATA.tmp`. Each is removed at open
+//! directory, a `.tmp` file at the top level, a database folder holding only `LOCK` and
+//! `STRATA.tmp`. Each is removed at open
 //! with an event; data is never guessed at.
 
 use std::path::Path;
@@ -70,6 +71,19 @@ fn a_temporary_shard_directory_is_removed_at_open() {
     std::fs::create_dir(&tmp).unwrap();
     std::fs::write(tmp.join("MANIFEST"), b"never renamed into place").unwrap();
     reopen_removes(dir.path(), &tmp);
+}
+
+#[test]
+fn a_temporary_file_at_the_top_level_is_removed_at_open() {
+    // A `STRATA.tmp` beside a complete `STRATA` (a crash between write and rename of a layer
+    // above, or a copy gone wrong), and a `.tmp` of another layer's atomic write.
+    for name in ["STRATA.tmp", "ROLLBACK.tmp"] {
+        let dir = tempfile::tempdir().unwrap();
+        range_db_with_key_5(dir.path());
+        let tmp = dir.path().join(name);
+        std::fs::write(&tmp, b"half written").unwrap();
+        reopen_removes(dir.path(), &tmp);
+    }
 }
 
 #[test]

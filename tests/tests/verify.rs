@@ -113,3 +113,29 @@ fn verify_finds_a_run_the_manifest_names_but_the_shard_lacks_and_a_missing_manif
     .unwrap_err();
     assert!(matches!(e, strata::Error::Corrupt { .. }), "{e}");
 }
+
+/// A FIFO under a WAL segment's name does not block verify (it is reported, not read), and a
+/// shard name that leads nowhere (a dangling link), which open refuses, is damage too.
+#[test]
+fn verify_reports_what_is_not_a_regular_file_without_reading_it() {
+    let dir = build(IndexPolicy::Always(INMEM_KIND));
+    let wal = files(dir.path(), ".log")[0].clone();
+    let fifo = wal.with_file_name("wal-00000000000000ff.log");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dangling = dir.path().join("shard-00000000000000aa");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let report = strata::verify::verify(dir.path()).unwrap();
+    assert!(report.damaged());
+    for file in [&fifo, &dangling] {
+        assert!(
+            report.findings.iter().any(|f| &f.file == file && f.damage),
+            "{}: {:?}",
+            file.display(),
+            report.findings
+        );
+    }
+}
