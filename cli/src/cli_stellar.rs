@@ -495,7 +495,23 @@ fn print_checks_text(
         println!("{line}");
     }
     for c in bad {
-        println!("MISMATCH {}", check_json(c));
+        let m = &c.merge;
+        let merge = format!(
+            "{} level {}, the merge that starts at ledger {}",
+            m.list.name(),
+            m.level,
+            m.ledger
+        );
+        match &c.outcome {
+            Outcome::Mismatch { actual } => println!(
+                "MISMATCH {merge} (protocol {}): the archive has {}, strata wrote {}",
+                c.protocol.unwrap_or(0),
+                hex::encode(c.expected),
+                hex::encode(actual)
+            ),
+            Outcome::Failed(e) => println!("FAILED {merge}: {e}"),
+            _ => {}
+        }
     }
     if total > bad.len() as u64 {
         println!("... and {} more", total - bad.len() as u64);

@@ -312,8 +312,22 @@ impl Archive {
 
     /// The state at a checkpoint.
     pub fn state(&self, checkpoint: u32) -> Result<HistoryArchiveState> {
-        check_checkpoint(checkpoint, &self.has_path(checkpoint))?;
-        read_has(&self.has_path(checkpoint))
+        check_checkpoint(checkpoint, &self.root)?;
+        let path = self.has_path(checkpoint);
+        if !path.exists() {
+            let latest = match self.latest() {
+                Ok(l) => format!("its latest checkpoint is {}", l.current_ledger),
+                Err(e) => format!("its latest state does not read either: {e}"),
+            };
+            return Err(Error::Archive {
+                path: self.root.clone(),
+                reason: format!(
+                    "no state for checkpoint {checkpoint} ({} is missing); {latest}",
+                    path.display()
+                ),
+            });
+        }
+        read_has(&path)
     }
 
     /// The checkpoints whose state file exists, from the first up to the latest, ascending.
@@ -364,6 +378,9 @@ pub struct PlannedMerge {
     pub output: Option<[u8; 32]>,
     /// Whether the merge keeps tombstones (every level but the last).
     pub keep_tombstones: bool,
+    /// Two states that must name the same bucket (the level's curr between two commits, the
+    /// level above's snap between two spills) and do not: the archive contradicts itself.
+    pub disagreement: Option<String>,
 }
 
 /// The checkpoint states of an archive, read as needed and a few kept (their number is bounded
@@ -394,6 +411,43 @@ impl States<'_> {
         let state = Rc::new(self.archive.state(checkpoint)?);
         self.cache.insert(checkpoint, state.clone());
         Ok(Some(state))
+    }
+
+    /// The bucket `pick` names in every state taken at a ledger in `lo..=hi`; a description of
+    /// the first two states that disagree, if any do.
+    fn constant(
+        &mut self,
+        list: ListType,
+        lo: u32,
+        hi: u32,
+        what: &str,
+        pick: impl Fn(&[Level]) -> [u8; 32],
+    ) -> Result<Option<String>> {
+        let from = self.checkpoints.partition_point(|&c| c < lo);
+        let to = self.checkpoints.partition_point(|&c| c <= hi);
+        let window: Vec<u32> = self.checkpoints[from..to.max(from)].to_vec();
+        let mut first: Option<(u32, [u8; 32])> = None;
+        for c in window {
+            let Some(state) = self.at(c)? else { continue };
+            let levels = state.list(list);
+            if levels.is_empty() {
+                continue;
+            }
+            let named = pick(levels);
+            match first {
+                None => first = Some((c, named)),
+                Some((c0, n0)) if n0 != named => {
+                    return Ok(Some(format!(
+                        "checkpoint {c0} names {} as {what} and checkpoint {c} names {}, \
+                         though nothing changes it between them",
+                        hex::encode(n0),
+                        hex::encode(named)
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(None)
     }
 
     /// The first state taken at a ledger in `lo..=hi`.
@@ -475,6 +529,28 @@ fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Res
         Some(FutureBucket::Output(o)) => Some(*o),
         _ => after.as_ref().map(|a| a[i].curr),
     };
+    let (h, l2) = (half, l.saturating_add(half));
+    let disagreement = match states.constant(
+        list,
+        l2,
+        l2.saturating_add(h - 1),
+        &format!("level {level}'s curr"),
+        |ls| ls[i].curr,
+    )? {
+        Some(d) => Some(d),
+        None => match states.constant(list, l, l2 - 1, &format!("level {level}'s curr"), |ls| {
+            ls[i].curr
+        })? {
+            Some(d) => Some(d),
+            None => states.constant(
+                list,
+                l,
+                l2 - 1,
+                &format!("level {}'s snap", level - 1),
+                |ls| ls[i - 1].snap,
+            )?,
+        },
+    };
     Ok(PlannedMerge {
         list,
         level,
@@ -484,6 +560,7 @@ fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Res
         shadows,
         output,
         keep_tombstones: keep_tombstones(level),
+        disagreement,
     })
 }
 
@@ -523,7 +600,7 @@ pub enum Outcome {
     Failed(String),
     /// An input is not in the archive.
     NotCheckable {
-        /// Which input: `snap`, `curr`, `shadows` or `bucket` (a named bucket file is missing).
+        /// Which input: `snap`, `curr` or `shadows`.
         input: &'static str,
         /// Why, with the level, ledger or bucket.
         why: String,
@@ -577,18 +654,17 @@ struct Inputs {
     chained: u32,
 }
 
-/// Opens a bucket the archive names, or says it is missing.
-fn open_named(
-    archive: &Archive,
-    hash: &[u8; 32],
-) -> Result<std::result::Result<BucketReader, (&'static str, String)>> {
-    if *hash != EMPTY_BUCKET && !archive.bucket_path(hash).is_file() {
-        return Ok(Err((
-            "bucket",
-            format!("bucket {} is not in the archive", hex::encode(hash)),
-        )));
+/// Opens a bucket the archive names; one the archive lacks is an error (the archive is
+/// incomplete), not a merge that cannot be checked.
+fn open_named(archive: &Archive, hash: &[u8; 32]) -> Result<BucketReader> {
+    let path = archive.bucket_path(hash);
+    if *hash != EMPTY_BUCKET && !path.is_file() {
+        return Err(Error::Archive {
+            path,
+            reason: "a bucket that a checkpoint state names is not in the archive".into(),
+        });
     }
-    archive.open_bucket(hash).map(Ok)
+    archive.open_bucket(hash)
 }
 
 /// Finds and opens the inputs of `planned`, re-performing up to `depth` earlier merges of the
@@ -611,10 +687,7 @@ fn ready(
             ),
         ));
     };
-    let snap = match open_named(archive, &snap_hash)? {
-        Ok(r) => r,
-        Err((input, why)) => return Ok(Ready::Missing(input, why)),
-    };
+    let snap = open_named(archive, &snap_hash)?;
     let needs_shadows = planned.list == ListType::Live
         && snap.ledger_version() < FIRST_PROTOCOL_SHADOWS_REMOVED
         && level >= 2;
@@ -633,17 +706,11 @@ fn ready(
             ));
         };
         for h in hashes {
-            match open_named(archive, h)? {
-                Ok(r) => shadows.push(r),
-                Err((input, why)) => return Ok(Ready::Missing(input, why)),
-            }
+            shadows.push(open_named(archive, h)?);
         }
     }
     let (curr, chained) = match &planned.curr {
-        Some(CurrInput::Bucket(h)) => match open_named(archive, h)? {
-            Ok(r) => (r, 0),
-            Err((input, why)) => return Ok(Ready::Missing(input, why)),
-        },
+        Some(CurrInput::Bucket(h)) => (open_named(archive, h)?, 0),
         Some(CurrInput::PreviousMerge) | None => {
             let previous = ledger - level_half(level - 1);
             if depth == 0 {
@@ -744,6 +811,10 @@ fn run_check(
         shadowed: 0,
         chained: 0,
     };
+    if let Some(d) = &check.merge.disagreement {
+        check.outcome = Outcome::Failed(format!("the archive's states disagree: {d}"));
+        return Ok(check);
+    }
     let ready = match ready(archive, states, &check.merge, scratch, MAX_CHAINED_MERGES) {
         Ok(r) => r,
         Err(e) => {

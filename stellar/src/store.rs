@@ -79,8 +79,8 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] strata::Error),
-    /// Nothing has been imported into the store yet.
-    #[error("{0}: no ledger state has been imported")]
+    /// Nothing has been imported into the store yet (or the directory holds no store).
+    #[error("{0}: no ledger state has been imported (no ledger store there)")]
     Empty(PathBuf),
     /// The store holds bytes that are not what this module writes.
     #[error("{path}: {reason}")]
@@ -313,8 +313,13 @@ impl LedgerStore {
         Self::open_with(dir, options)
     }
 
-    /// Opens the existing store in `dir` (an error, naming the directory, if there is none).
+    /// Opens the existing store in `dir` (an error, naming the directory, if there is none;
+    /// an empty directory is left as it is, not made a database).
     pub fn open_existing(dir: impl AsRef<Path>) -> Result<LedgerStore> {
+        let dir = dir.as_ref();
+        if dir.is_dir() && !dir.join(strata::DB_FILE).exists() {
+            return Err(Error::Empty(dir.to_path_buf()));
+        }
         Self::open_with(dir, store_options())
     }
 

@@ -93,8 +93,9 @@ fn check_archive_uses_prior_states_next_records_and_chains_for_pre_protocol_12_m
     s127[3].curr = snap4;
     s127[0].curr = put_bucket(root, &offers(LIVE, &[2], 9));
     s127[2].snap = put_bucket(root, &offers(DEAD, &[4], 0));
-    // Level 3 snapped at 128: its snap at 191 is its curr at 127.
+    // Level 3 snapped at 128: its snap at 191 and 255 is its curr at 127.
     states.get_mut(&191).unwrap()[3].snap = snap4;
+    states.get_mut(&255).unwrap()[3].snap = snap4;
     let out4 = name(&bucket_bytes(None, &offers(LIVE, &[1, 3, 5, 6], 4)));
     states.get_mut(&319).unwrap()[4].curr = out4;
 
@@ -168,6 +169,28 @@ fn check_archive_uses_prior_states_next_records_and_chains_for_pre_protocol_12_m
         "{d:?}"
     );
     assert_eq!((d.protocol, d.shadows), (Some(23), 0));
+
+    // A later state that contradicts the output (level 4's curr cannot change between the
+    // commits at 256 and 384) fails the check, naming both checkpoints.
+    let mut late = states[&319].clone();
+    late[4].curr = [0xEE; 32];
+    write_has(root, 383, &late, &hot[&319]);
+    let mut a = None;
+    check_archive(&Archive::new(root), scratch.path(), |c| {
+        if (c.merge.list, c.merge.level, c.merge.ledger) == (ListType::Live, 4, 128) {
+            a = Some(c.clone());
+        }
+    })
+    .unwrap();
+    match a.unwrap().outcome {
+        Outcome::Failed(why) => assert!(
+            why.contains("checkpoint 319") && why.contains("checkpoint 383"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_file(Archive::new(root).has_path(383)).unwrap();
+    write_has(root, 319, &states[&319], &hot[&319]);
 
     // Without the state before it, the level-4 merge finds its snap (level 3's snap at 191)
     // but not its shadows: not checkable, and said why (never a merge without them).
