@@ -386,7 +386,7 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
     check_archive(&Archive::new(archive), scratch.path(), |c| {
         let t = levels.entry((c.merge.list, c.merge.level)).or_default();
         t.found += 1;
-        t.chained += u64::from(c.chained > 0);
+        t.chained += u64::from(c.chained > 0 && c.matched());
         t.shadowed_merges += u64::from(c.shadows > 0);
         match &c.outcome {
             Outcome::Reproduced => t.reproduced += 1,
@@ -413,6 +413,8 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
         print_checks_text(&levels, &bad, bad_total);
     }
     if bad_total > 0 {
+        // `exit` runs no destructors: the scratch folder goes first.
+        drop(scratch);
         std::process::exit(1);
     }
     Ok(())

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::bucket::{BucketReader, EMPTY_BUCKET};
 use crate::error::{Error, Result};
 use crate::merge::{merge, ListType, FIRST_PROTOCOL_SHADOWS_REMOVED};
-use crate::{MAX_HAS_BYTES, MAX_SLOTS};
+use crate::{MAX_HAS_BYTES, MAX_SHADOWS};
 
 /// Ledgers per checkpoint.
 pub const CHECKPOINT_FREQUENCY: u32 = 64;
@@ -54,7 +54,10 @@ pub fn should_merge_with_empty_curr(ledger: u32, level: u32) -> bool {
         return false;
     }
     let start = round_down(ledger, level_half(level - 1));
-    level_should_spill(start + level_half(level - 1), level)
+    // Near u32::MAX there is no next spill to merge toward.
+    start
+        .checked_add(level_half(level - 1))
+        .is_some_and(|next| level_should_spill(next, level))
 }
 
 /// Whether a merge into `level` keeps DEADENTRY records (every level but the last).
@@ -189,9 +192,9 @@ fn parse_levels(path: &Path, what: &str, levels: &[LevelJson]) -> Result<Vec<Lev
                     0 => FutureBucket::Clear,
                     1 => FutureBucket::Output(field("output", &n.output, i)?),
                     2 => {
-                        if n.shadow.len() > MAX_SLOTS {
+                        if n.shadow.len() > MAX_SHADOWS {
                             return Err(archive_err(format!(
-                                "{what} level {i}: {} shadows, at most {MAX_SLOTS}",
+                                "{what} level {i}: {} shadows, at most {MAX_SHADOWS}",
                                 n.shadow.len()
                             )));
                         }
@@ -227,14 +230,29 @@ pub fn read_has(path: &Path) -> Result<HistoryArchiveState> {
         path: path.to_path_buf(),
         source,
     };
-    let len = std::fs::metadata(path).map_err(io_err)?.len();
-    if len > MAX_HAS_BYTES {
+    // Checked before opening: a FIFO would block the open, and a device has no length.
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if !meta.is_file() {
         return Err(Error::Archive {
             path: path.to_path_buf(),
-            reason: format!("{len} bytes, limit {MAX_HAS_BYTES}"),
+            reason: "not a regular file".into(),
         });
     }
-    let bytes = std::fs::read(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(io_err)?,
+            MAX_HAS_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(io_err)?;
+    if bytes.len() as u64 > MAX_HAS_BYTES {
+        return Err(Error::Archive {
+            path: path.to_path_buf(),
+            reason: format!("more than {MAX_HAS_BYTES} bytes"),
+        });
+    }
     let json: HasJson = serde_json::from_slice(&bytes).map_err(|e| Error::Archive {
         path: path.to_path_buf(),
         reason: format!("not a history archive state: {e}"),
@@ -307,7 +325,10 @@ impl Archive {
 
     /// The latest state (`.well-known/stellar-history.json`).
     pub fn latest(&self) -> Result<HistoryArchiveState> {
-        read_has(&self.root.join(".well-known").join("stellar-history.json"))
+        let path = self.root.join(".well-known").join("stellar-history.json");
+        let state = read_has(&path)?;
+        check_checkpoint(state.current_ledger, &path)?;
+        Ok(state)
     }
 
     /// The state at a checkpoint.
@@ -327,16 +348,64 @@ impl Archive {
                 ),
             });
         }
-        read_has(&path)
+        let state = read_has(&path)?;
+        if state.current_ledger != checkpoint {
+            return Err(Error::Archive {
+                path,
+                reason: format!(
+                    "names ledger {}, but its place in the archive is checkpoint {checkpoint}",
+                    state.current_ledger
+                ),
+            });
+        }
+        Ok(state)
     }
 
-    /// The checkpoints whose state file exists, from the first up to the latest, ascending.
+    /// The checkpoints whose state file exists (a regular file at its place in
+    /// `history/xx/yy/zz/`), ascending. Found by listing the folders, so the work is that of the
+    /// files there, whatever ledger numbers they claim.
     pub fn checkpoints(&self) -> Result<Vec<u32>> {
-        let latest = self.latest()?.current_ledger;
-        Ok((0..=latest / CHECKPOINT_FREQUENCY)
-            .map(|i| i * CHECKPOINT_FREQUENCY + CHECKPOINT_FREQUENCY - 1)
-            .filter(|&c| c <= latest && self.has_path(c).is_file())
-            .collect())
+        let list = |dir: &Path| -> Result<Vec<(String, PathBuf)>> {
+            match std::fs::read_dir(dir) {
+                Ok(entries) => Ok(entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                    .collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(source) => Err(Error::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                }),
+            }
+        };
+        let mut found = Vec::new();
+        for (_, a) in list(&self.root.join("history"))? {
+            for (_, b) in list(&a)? {
+                for (_, c) in list(&b)? {
+                    for (name, file) in list(&c)? {
+                        let Some(hex) = name
+                            .strip_prefix("history-")
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .filter(|h| h.len() == 8)
+                        else {
+                            continue;
+                        };
+                        let Ok(ledger) = u32::from_str_radix(hex, 16) else {
+                            continue;
+                        };
+                        if ledger % CHECKPOINT_FREQUENCY == CHECKPOINT_FREQUENCY - 1
+                            && self.has_path(ledger) == file
+                            && file.is_file()
+                        {
+                            found.push(ledger);
+                        }
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
     }
 
     /// A reader over a bucket (the empty bucket has no file), checking its SHA-256.
@@ -418,13 +487,13 @@ impl States<'_> {
     fn constant(
         &mut self,
         list: ListType,
-        lo: u32,
-        hi: u32,
+        lo: u64,
+        hi: u64,
         what: &str,
         pick: impl Fn(&[Level]) -> [u8; 32],
     ) -> Result<Option<String>> {
-        let from = self.checkpoints.partition_point(|&c| c < lo);
-        let to = self.checkpoints.partition_point(|&c| c <= hi);
+        let from = self.checkpoints.partition_point(|&c| u64::from(c) < lo);
+        let to = self.checkpoints.partition_point(|&c| u64::from(c) <= hi);
         let window: Vec<u32> = self.checkpoints[from..to.max(from)].to_vec();
         let mut first: Option<(u32, [u8; 32])> = None;
         for c in window {
@@ -450,11 +519,11 @@ impl States<'_> {
         Ok(None)
     }
 
-    /// The first state taken at a ledger in `lo..=hi`.
-    fn first_in(&mut self, lo: u32, hi: u32) -> Result<Option<Rc<HistoryArchiveState>>> {
-        let i = self.checkpoints.partition_point(|&c| c < lo);
+    /// The first state taken at a ledger in `lo..=hi` (ledgers past `u32::MAX` have none).
+    fn first_in(&mut self, lo: u64, hi: u64) -> Result<Option<Rc<HistoryArchiveState>>> {
+        let i = self.checkpoints.partition_point(|&c| u64::from(c) < lo);
         match self.checkpoints.get(i) {
-            Some(&c) if c <= hi => self.at(c),
+            Some(&c) if u64::from(c) <= hi => self.at(c),
             _ => Ok(None),
         }
     }
@@ -479,6 +548,9 @@ impl States<'_> {
 fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Result<PlannedMerge> {
     let (i, l) = (level as usize, ledger);
     let half = level_half(level - 1);
+    // Windows are computed in u64: a merge near u32::MAX has ledgers past it, which no state
+    // was taken at (saturating would fold them onto the last ledger).
+    let (l64, h) = (u64::from(ledger), u64::from(half));
     let levels = |s: &Rc<HistoryArchiveState>| -> Option<Vec<Level>> {
         let levels = s.list(list);
         (!levels.is_empty()).then(|| levels.to_vec())
@@ -487,11 +559,9 @@ fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Res
         Some(c) => states.at(c)?.and_then(|s| levels(&s)),
         None => None,
     };
-    let during = states
-        .first_in(l, l.saturating_add(half - 1))?
-        .and_then(|s| levels(&s));
+    let during = states.first_in(l64, l64 + h - 1)?.and_then(|s| levels(&s));
     let after = states
-        .first_in(l.saturating_add(half), l.saturating_add(2 * half - 1))?
+        .first_in(l64 + h, l64 + 2 * h - 1)?
         .and_then(|s| levels(&s));
     let recorded = during.as_ref().map(|d| &d[i].next);
     let inputs = match recorded {
@@ -529,27 +599,29 @@ fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Res
         Some(FutureBucket::Output(o)) => Some(*o),
         _ => after.as_ref().map(|a| a[i].curr),
     };
-    let (h, l2) = (half, l.saturating_add(half));
+    let l2 = l64 + h;
     let disagreement = match states.constant(
         list,
         l2,
-        l2.saturating_add(h - 1),
+        l2 + h - 1,
         &format!("level {level}'s curr"),
         |ls| ls[i].curr,
     )? {
         Some(d) => Some(d),
-        None => match states.constant(list, l, l2 - 1, &format!("level {level}'s curr"), |ls| {
-            ls[i].curr
-        })? {
-            Some(d) => Some(d),
-            None => states.constant(
-                list,
-                l,
-                l2 - 1,
-                &format!("level {}'s snap", level - 1),
-                |ls| ls[i - 1].snap,
-            )?,
-        },
+        None => {
+            match states.constant(list, l64, l2 - 1, &format!("level {level}'s curr"), |ls| {
+                ls[i].curr
+            })? {
+                Some(d) => Some(d),
+                None => states.constant(
+                    list,
+                    l64,
+                    l2 - 1,
+                    &format!("level {}'s snap", level - 1),
+                    |ls| ls[i - 1].snap,
+                )?,
+            }
+        }
     };
     Ok(PlannedMerge {
         list,
@@ -661,7 +733,9 @@ fn open_named(archive: &Archive, hash: &[u8; 32]) -> Result<BucketReader> {
     if *hash != EMPTY_BUCKET && !path.is_file() {
         return Err(Error::Archive {
             path,
-            reason: "a bucket that a checkpoint state names is not in the archive".into(),
+            reason: "a bucket that a checkpoint state names is missing from the archive (or is \
+                     not a regular file)"
+                .into(),
         });
     }
     archive.open_bucket(hash)
@@ -841,6 +915,13 @@ fn run_check(
     let result = merge(curr, snap, shadows, &out, m.keep_tombstones);
     let _ = std::fs::remove_file(&out);
     match result {
+        Ok(merged) if merged.list != m.list && merged.summary.records > 0 => {
+            check.outcome = Outcome::Failed(format!(
+                "the {} list names {} buckets",
+                m.list.name(),
+                merged.list.name()
+            ));
+        }
         Ok(merged) => {
             check.protocol = Some(merged.protocol);
             check.records = merged.summary.records;
@@ -876,6 +957,10 @@ mod tests {
             assert!(!should_merge_with_empty_curr(l, 4), "{l}");
         }
         assert_eq!(level_half(10), 2_097_152);
+        // Near u32::MAX there is no next spill: no overflow, no merge with an empty curr.
+        for level in 1..NUM_LEVELS as u32 {
+            assert!(!should_merge_with_empty_curr(u32::MAX, level));
+        }
         assert!(keep_tombstones(9) && !keep_tombstones(10));
     }
 }

@@ -161,6 +161,14 @@ impl BucketReader {
             path: path.to_path_buf(),
             source,
         };
+        // Checked before opening: opening a FIFO would block.
+        let meta = std::fs::metadata(path).map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
         let file = File::open(path).map_err(io_err)?;
         Self::from_reader(path, file, expected)
     }
@@ -474,10 +482,35 @@ impl BucketWriter {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|source| Error::Io {
-            path: tmp.clone(),
-            source,
-        })?;
+        // The output replaces only a regular file (never a device, FIFO or link), and the
+        // temporary file is new: an existing `<path>.tmp` (an input, or a leftover) is never
+        // truncated.
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !m.is_file() {
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "exists and is not a regular file: not replaced",
+                    ),
+                });
+            }
+        }
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|source| Error::Io {
+                path: tmp.clone(),
+                source: if source.kind() == io::ErrorKind::AlreadyExists {
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "exists (an input, or left by an interrupted write: remove it)",
+                    )
+                } else {
+                    source
+                },
+            })?;
         Ok(BucketWriter {
             path: path.to_path_buf(),
             tmp,

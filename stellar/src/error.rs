@@ -148,6 +148,14 @@ pub enum Error {
         /// The merge's protocol version.
         protocol: u32,
     },
+    /// More shadows than any merge takes ([`crate::MAX_SHADOWS`]).
+    #[error("merge: {given} shadow buckets given; a merge takes at most {limit} (the merge into level 10 shadows with levels 0 to 8)")]
+    TooManyShadows {
+        /// Shadows given.
+        given: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A hot archive bucket record that breaks the hot archive's rules.
     #[error("hot archive bucket {bucket}: record at offset {offset}: {reason}")]
     HotArchive {
@@ -186,6 +194,7 @@ impl Error {
             | Error::HashMismatch { bucket, .. } => bucket,
             Error::MalformedMerge { new, .. } => new,
             Error::ShadowsNotSupported { first, .. } => first,
+            Error::TooManyShadows { .. } => std::path::Path::new(""),
         }
     }
 
@@ -195,7 +204,8 @@ impl Error {
             Error::Io { .. }
             | Error::Archive { .. }
             | Error::Fetch { .. }
-            | Error::ShadowsNotSupported { .. } => None,
+            | Error::ShadowsNotSupported { .. }
+            | Error::TooManyShadows { .. } => None,
             Error::Gzip { offset, .. }
             | Error::BadMark { offset, .. }
             | Error::RecordTooLarge { offset, .. }

@@ -23,6 +23,11 @@ pub const DELETE_BATCH_KEYS: usize = 4096;
 /// Slots of a bucket list (11 levels, curr and snap).
 pub const MAX_SLOTS: usize = 22;
 
+/// The most shadow buckets a merge takes: the merge into level 10 shadows with the curr and
+/// snap of levels 0 to 8. Each open shadow costs a reader (about 100 KiB with its gzip window),
+/// so more are refused rather than opened.
+pub const MAX_SHADOWS: usize = 18;
+
 /// Entries after which a ledger store's WAL rotates (the engine's default is 262,144): ledger
 /// entries are small, and a memtable costs about 200 bytes per entry whatever its value size,
 /// so this bounds the active memtable near 13 MiB.
@@ -40,3 +45,4 @@ const _: () = assert!(MAX_RECORD_BYTES as usize <= strata::MAX_VALUE_BYTES);
 const _: () = assert!(IMPORT_BATCH_BYTES / 16 <= strata::MAX_BATCH_OPS);
 const _: () = assert!(DELETE_BATCH_KEYS <= strata::MAX_BATCH_OPS);
 const _: () = assert!(MAX_SLOTS == 2 * crate::archive::NUM_LEVELS);
+const _: () = assert!(MAX_SHADOWS == 2 * (crate::archive::NUM_LEVELS - 2));

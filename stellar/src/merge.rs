@@ -46,6 +46,7 @@ use stellar_xdr::LedgerEntryType;
 use crate::bucket::{BucketMeta, BucketReader, BucketSummary, BucketWriter, EntryKind, Record};
 use crate::error::{Error, Result};
 use crate::key::{type_prefix, TYPE_PREFIX_BYTES};
+use crate::MAX_SHADOWS;
 
 /// The first protocol version whose buckets carry INITENTRY and METAENTRY records
 /// (stellar-core's `FIRST_PROTOCOL_SUPPORTING_INITENTRY_AND_METAENTRY`); from it on, merges keep
@@ -236,6 +237,16 @@ fn list_of(old: &BucketReader, new: &BucketReader) -> Result<ListType> {
     }
 }
 
+fn check_shadow_count(given: usize) -> Result<()> {
+    if given > MAX_SHADOWS {
+        return Err(Error::TooManyShadows {
+            given,
+            limit: MAX_SHADOWS,
+        });
+    }
+    Ok(())
+}
+
 /// Merges `old` and `new` (both as [`BucketReader::open`] leaves them) with `shadows` (newest
 /// first; empty from protocol 12 on) into a bucket at `out`.
 pub fn merge(
@@ -245,6 +256,7 @@ pub fn merge(
     out: &Path,
     keep_tombstones: bool,
 ) -> Result<Merged> {
+    check_shadow_count(shadows.len())?;
     let list = list_of(&old, &new)?;
     let protocol = merge_protocol(&old, &new, &shadows);
     if let Some(first) = shadows.first() {
@@ -371,6 +383,7 @@ pub fn merge_files(
     out: &Path,
     keep_tombstones: bool,
 ) -> Result<Merged> {
+    check_shadow_count(shadows.len())?;
     let shadows = shadows
         .iter()
         .map(|s| BucketReader::open(s, None))

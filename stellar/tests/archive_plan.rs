@@ -229,3 +229,45 @@ fn import_counts_the_hot_archive_buckets_it_leaves_out() {
     assert_eq!((report.entries, report.hot_archive_buckets), (2, 1));
     store.close().unwrap();
 }
+
+/// A state file must be a regular file, and must be the state of the checkpoint it is filed
+/// under; checkpoints are found by listing the archive, not by counting up to the latest.
+#[test]
+fn state_files_are_checked_against_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_has(root, 127, &[], &[]);
+    write_has(root, 63, &[], &[]);
+    let archive = Archive::new(root);
+    assert_eq!(archive.checkpoints().unwrap(), vec![63, 127]);
+    // The state of 127 filed as 191.
+    let misfiled = archive.has_path(191);
+    std::fs::create_dir_all(misfiled.parent().unwrap()).unwrap();
+    std::fs::copy(archive.has_path(127), &misfiled).unwrap();
+    let err = archive.state(191).unwrap_err();
+    assert!(err.to_string().contains("names ledger 127"), "{err}");
+    // A latest state that claims a ledger past everything, or one that is no checkpoint.
+    let well_known = root.join(".well-known").join("stellar-history.json");
+    let has = std::fs::read_to_string(&well_known).unwrap();
+    std::fs::write(
+        &well_known,
+        has.replace("\"currentLedger\":63", "\"currentLedger\":4294967295"),
+    )
+    .unwrap();
+    assert_eq!(archive.checkpoints().unwrap(), vec![63, 127, 191]);
+    std::fs::write(
+        &well_known,
+        has.replace("\"currentLedger\":63", "\"currentLedger\":100"),
+    )
+    .unwrap();
+    assert!(archive
+        .latest()
+        .unwrap_err()
+        .to_string()
+        .contains("not a checkpoint"));
+    // A directory where a state file belongs is refused by name, without reading it.
+    std::fs::remove_file(archive.has_path(127)).unwrap();
+    std::fs::create_dir(archive.has_path(127)).unwrap();
+    let err = strata_stellar::archive::read_has(&archive.has_path(127)).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}

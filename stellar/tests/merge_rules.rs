@@ -354,3 +354,44 @@ fn hot_archive_merge_rules() {
     let err = merge_paths(d, &old, &live, &[], true).unwrap_err();
     assert!(err.to_string().contains("hot_archive"), "{err}");
 }
+
+/// The output replaces only a regular file, never an input named like its temporary file; more
+/// shadows than any merge takes are refused before they are opened.
+#[test]
+fn merge_output_and_shadow_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = write(d, "old.xdr", None, &[(LIVE, Ty::Offer, 1, 1)]);
+    let new = write(d, "new.xdr", None, &[(LIVE, Ty::Offer, 2, 1)]);
+
+    // An input called `<out>.tmp` is neither truncated nor blamed.
+    let input_tmp = d.join("x.tmp");
+    std::fs::copy(&new, &input_tmp).unwrap();
+    let before = std::fs::read(&input_tmp).unwrap();
+    let err = merge_files(&old, &input_tmp, &[], &d.join("x"), true).unwrap_err();
+    assert!(
+        err.to_string().contains("x.tmp") && err.to_string().contains("exists"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&input_tmp).unwrap(), before);
+
+    // A directory (or FIFO, device, link) at the output is not replaced.
+    let out_dir = d.join("outdir");
+    std::fs::create_dir(&out_dir).unwrap();
+    let err = merge_files(&old, &new, &[], &out_dir, true).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(out_dir.is_dir() && !d.join("outdir.tmp").exists());
+
+    let shadows = vec![old.clone(); strata_stellar::MAX_SHADOWS + 1];
+    let err = merge_files(&old, &new, &shadows, &d.join("y"), true).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooManyShadows {
+                given: 19,
+                limit: 18
+            }
+        ),
+        "{err}"
+    );
+}
