@@ -3,15 +3,13 @@
 //! `next` (state 1), and a merge's inputs and shadows recorded in `next` (state 2) feeding a
 //! chained merge; and a protocol-23 hot archive list. Expected outputs are built by hand.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
-use strata_stellar::archive::{check_archive, Archive, Outcome, NUM_LEVELS};
+use strata_stellar::archive::{check_archive, Archive, MergeCheck, Outcome, NUM_LEVELS};
 use strata_stellar::bucket::EMPTY_BUCKET;
 use strata_stellar::merge::ListType;
 
@@ -175,14 +173,7 @@ fn check_archive_uses_prior_states_next_records_and_chains_for_pre_protocol_12_m
     let mut late = states[&319].clone();
     late[4].curr = [0xEE; 32];
     write_has(root, 383, &late, &hot[&319]);
-    let mut a = None;
-    check_archive(&Archive::new(root), scratch.path(), |c| {
-        if (c.merge.list, c.merge.level, c.merge.ledger) == (ListType::Live, 4, 128) {
-            a = Some(c.clone());
-        }
-    })
-    .unwrap();
-    match a.unwrap().outcome {
+    match level_4_at_128(root, scratch.path()).outcome {
         Outcome::Failed(why) => assert!(
             why.contains("checkpoint 319") && why.contains("checkpoint 383"),
             "{why}"
@@ -195,17 +186,22 @@ fn check_archive_uses_prior_states_next_records_and_chains_for_pre_protocol_12_m
     // Without the state before it, the level-4 merge finds its snap (level 3's snap at 191)
     // but not its shadows: not checkable, and said why (never a merge without them).
     std::fs::remove_file(Archive::new(root).has_path(127)).unwrap();
-    let mut a = None;
-    check_archive(&Archive::new(root), scratch.path(), |c| {
-        if (c.merge.list, c.merge.level, c.merge.ledger) == (ListType::Live, 4, 128) {
-            a = Some(c.clone());
-        }
-    })
-    .unwrap();
-    match a.unwrap().outcome {
+    match level_4_at_128(root, scratch.path()).outcome {
         Outcome::NotCheckable { input, .. } => assert_eq!(input, "shadows"),
         other => panic!("{other:?}"),
     }
+}
+
+/// The check of the live merge into level 4 at ledger 128.
+fn level_4_at_128(root: &Path, scratch: &Path) -> MergeCheck {
+    let mut found = None;
+    check_archive(&Archive::new(root), scratch, |c| {
+        if (c.merge.list, c.merge.level, c.merge.ledger) == (ListType::Live, 4, 128) {
+            found = Some(c.clone());
+        }
+    })
+    .unwrap();
+    found.expect("the archive records the merge's output")
 }
 
 /// A ledger store imports the live list of a version-2 state and counts the hot archive

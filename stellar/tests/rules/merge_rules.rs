@@ -9,8 +9,7 @@ use strata_stellar::bucket::BucketReader;
 use strata_stellar::merge::{merge, merge_files, ListType, Merged};
 use strata_stellar::Error;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn open(path: &Path) -> BucketReader {
     BucketReader::open(path, None).unwrap()
