@@ -1,6 +1,7 @@
 //! loom tests of the compaction scheduler and the write-stall gate, through the engine's
 //! `sync` facade. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release -p strata-tests --test loom`.
+//! `RUSTFLAGS="--cfg loom" cargo test --release -p strata-tests --no-default-features --test loom`
+//! (`--no-default-features` leaves out the layers above the engine, which loom does not need).
 #![cfg(loom)]
 
 use std::sync::{Arc as StdArc, Weak};
