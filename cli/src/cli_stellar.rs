@@ -383,7 +383,7 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
         .collect();
     let mut bad = Vec::new();
     let mut bad_total = 0u64;
-    check_archive(&Archive::new(archive), scratch.path(), |c| {
+    let result = check_archive(&Archive::new(archive), scratch.path(), |c| {
         let t = levels.entry((c.merge.list, c.merge.level)).or_default();
         t.found += 1;
         t.chained += u64::from(c.chained > 0 && c.matched());
@@ -406,13 +406,18 @@ fn stellar_check_archive(archive: PathBuf, json: bool) -> CliResult {
                 }
             }
         }
-    })?;
+    });
+    // A state that does not read stops the check; what was checked before it is still reported.
+    let stopped = result.err().map(|e| e.to_string());
     if json {
-        print_checks_json(&levels, &bad, bad_total);
+        print_checks_json(&levels, &bad, bad_total, stopped.as_deref());
     } else {
         print_checks_text(&levels, &bad, bad_total);
+        if let Some(e) = &stopped {
+            eprintln!("strata: check stopped: {e}");
+        }
     }
-    if bad_total > 0 {
+    if bad_total > 0 || stopped.is_some() {
         // `exit` runs no destructors: the scratch folder goes first.
         drop(scratch);
         std::process::exit(1);
@@ -440,6 +445,7 @@ fn print_checks_json(
     levels: &BTreeMap<(ListType, u32), LevelTally>,
     bad: &[MergeCheck],
     total: u64,
+    stopped: Option<&str>,
 ) {
     let per_level: Vec<_> = levels
         .iter()
@@ -464,7 +470,7 @@ fn print_checks_json(
             "not_checkable": sum(|t| t.not_checkable), "mismatched": sum(|t| t.mismatched),
             "failed": sum(|t| t.failed), "levels": per_level, "level_0": LEVEL_0_NOTE,
             "mismatches": bad.iter().map(check_json).collect::<Vec<_>>(),
-            "mismatches_total": total})
+            "mismatches_total": total, "stopped": stopped})
     );
 }
 
