@@ -482,38 +482,40 @@ impl States<'_> {
         Ok(Some(state))
     }
 
-    /// The bucket `pick` names in every state taken at a ledger in `lo..=hi`; a description of
-    /// the first two states that disagree, if any do.
+    /// What each of `picks` names in every state taken at a ledger in `lo..=hi` must be the
+    /// same (one pass over the states); a description of the first two states that disagree,
+    /// if any do. A pick is what it names (for the message) and how to read it from a state.
     fn constant(
         &mut self,
         list: ListType,
         lo: u64,
         hi: u64,
-        what: &str,
-        pick: impl Fn(&[Level]) -> [u8; 32],
+        picks: &[Pick<'_>],
     ) -> Result<Option<String>> {
         let from = self.checkpoints.partition_point(|&c| u64::from(c) < lo);
         let to = self.checkpoints.partition_point(|&c| u64::from(c) <= hi);
         let window: Vec<u32> = self.checkpoints[from..to.max(from)].to_vec();
-        let mut first: Option<(u32, [u8; 32])> = None;
+        let mut first: Vec<Option<(u32, [u8; 32])>> = vec![None; picks.len()];
         for c in window {
             let Some(state) = self.at(c)? else { continue };
             let levels = state.list(list);
             if levels.is_empty() {
                 continue;
             }
-            let named = pick(levels);
-            match first {
-                None => first = Some((c, named)),
-                Some((c0, n0)) if n0 != named => {
-                    return Ok(Some(format!(
-                        "checkpoint {c0} names {} as {what} and checkpoint {c} names {}, \
-                         though nothing changes it between them",
-                        hex::encode(n0),
-                        hex::encode(named)
-                    )))
+            for ((what, pick), first) in picks.iter().zip(first.iter_mut()) {
+                let named = pick(levels);
+                match *first {
+                    None => *first = Some((c, named)),
+                    Some((c0, n0)) if n0 != named => {
+                        return Ok(Some(format!(
+                            "checkpoint {c0} names {} as {what} and checkpoint {c} names {}, \
+                             though nothing changes it between them",
+                            hex::encode(n0),
+                            hex::encode(named)
+                        )))
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
         }
         Ok(None)
@@ -528,6 +530,9 @@ impl States<'_> {
         }
     }
 }
+
+/// A bucket a state names, for [`States::constant`]: what it is (for messages), how to read it.
+type Pick<'a> = (&'a str, &'a dyn Fn(&[Level]) -> [u8; 32]);
 
 /// What the archive says about the merge into `level` of `list` that starts at `ledger`.
 ///
@@ -551,18 +556,19 @@ fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Res
     // Windows are computed in u64: a merge near u32::MAX has ledgers past it, which no state
     // was taken at (saturating would fold them onto the last ledger).
     let (l64, h) = (u64::from(ledger), u64::from(half));
-    let levels = |s: &Rc<HistoryArchiveState>| -> Option<Vec<Level>> {
-        let levels = s.list(list);
-        (!levels.is_empty()).then(|| levels.to_vec())
-    };
-    let before = match l.checked_sub(1) {
-        Some(c) => states.at(c)?.and_then(|s| levels(&s)),
+    // States that hold this list (a state from before protocol 23 has no hot archive).
+    let with_list = |s: Rc<HistoryArchiveState>| (!s.list(list).is_empty()).then_some(s);
+    let before_state = match l.checked_sub(1) {
+        Some(c) => states.at(c)?.and_then(with_list),
         None => None,
     };
-    let during = states.first_in(l64, l64 + h - 1)?.and_then(|s| levels(&s));
-    let after = states
+    let during_state = states.first_in(l64, l64 + h - 1)?.and_then(with_list);
+    let after_state = states
         .first_in(l64 + h, l64 + 2 * h - 1)?
-        .and_then(|s| levels(&s));
+        .and_then(with_list);
+    let before = before_state.as_deref().map(|s| s.list(list));
+    let during = during_state.as_deref().map(|s| s.list(list));
+    let after = after_state.as_deref().map(|s| s.list(list));
     let recorded = during.as_ref().map(|d| &d[i].next);
     let inputs = match recorded {
         Some(FutureBucket::Inputs {
@@ -599,29 +605,21 @@ fn plan(states: &mut States<'_>, list: ListType, level: u32, ledger: u32) -> Res
         Some(FutureBucket::Output(o)) => Some(*o),
         _ => after.as_ref().map(|a| a[i].curr),
     };
+    // The level's curr between the commits at L+h and L+2h (the output), and the level's
+    // curr and the level above's snap while the merge runs.
     let l2 = l64 + h;
-    let disagreement = match states.constant(
-        list,
-        l2,
-        l2 + h - 1,
-        &format!("level {level}'s curr"),
-        |ls| ls[i].curr,
-    )? {
+    let curr_name = format!("level {level}'s curr");
+    let snap_name = format!("level {}'s snap", level - 1);
+    let curr_of = |ls: &[Level]| ls[i].curr;
+    let snap_of = |ls: &[Level]| ls[i - 1].snap;
+    let disagreement = match states.constant(list, l2, l2 + h - 1, &[(&curr_name, &curr_of)])? {
         Some(d) => Some(d),
-        None => {
-            match states.constant(list, l64, l2 - 1, &format!("level {level}'s curr"), |ls| {
-                ls[i].curr
-            })? {
-                Some(d) => Some(d),
-                None => states.constant(
-                    list,
-                    l64,
-                    l2 - 1,
-                    &format!("level {}'s snap", level - 1),
-                    |ls| ls[i - 1].snap,
-                )?,
-            }
-        }
+        None => states.constant(
+            list,
+            l64,
+            l2 - 1,
+            &[(&curr_name, &curr_of), (&snap_name, &snap_of)],
+        )?,
     };
     Ok(PlannedMerge {
         list,

@@ -462,6 +462,8 @@ pub struct BucketWriter {
     tmp: PathBuf,
     /// `None` once [`finish`](Self::finish) has taken it.
     out: Option<BufWriter<File>>,
+    /// The file was renamed into place; until then, dropping the writer removes the `.tmp`.
+    placed: bool,
     hasher: Sha256,
     bytes: u64,
     records: u64,
@@ -515,6 +517,7 @@ impl BucketWriter {
             path: path.to_path_buf(),
             tmp,
             out: Some(BufWriter::with_capacity(READ_BUFFER_BYTES, file)),
+            placed: false,
             hasher: Sha256::new(),
             bytes: 0,
             records: 0,
@@ -566,24 +569,18 @@ impl BucketWriter {
     /// after an error, removes its `.tmp` file.)
     pub fn finish(mut self) -> Result<BucketSummary> {
         let out = self.out.take().expect("finish runs once");
-        let synced = out
-            .into_inner()
+        out.into_inner()
             .map_err(|e| e.into_error())
             .and_then(|file| file.sync_all())
             .map_err(|source| Error::Io {
                 path: self.tmp.clone(),
                 source,
-            });
-        let placed = synced.and_then(|()| {
-            std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
-                path: self.path.clone(),
-                source,
-            })
-        });
-        if placed.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        placed?;
+            })?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.placed = true;
         let hash = if self.records == 0 {
             EMPTY_BUCKET
         } else {
@@ -599,9 +596,9 @@ impl BucketWriter {
 
 impl Drop for BucketWriter {
     fn drop(&mut self) {
-        // Not finished (an error on the way, or the merge that fed it failed): the half-written
-        // file goes, so nothing is left beside the output a caller named.
-        if self.out.take().is_some() {
+        // Not placed (an error on the way, in `finish` too, or the merge that fed it failed):
+        // the half-written file goes, so nothing is left beside the output a caller named.
+        if !self.placed {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
