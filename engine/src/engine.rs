@@ -18,7 +18,7 @@ use crate::scan::Scan;
 use crate::shard::{
     create_shard_dir, leftover, load_shard, CompactionReport, Indexes, Leftover, Shard, ShardStats,
 };
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::compactor::{CompactionTarget, Compactor};
@@ -78,8 +78,6 @@ struct Inner<W: Wal> {
     one_compaction: Mutex<()>,
     /// Compactions running now (checked to be at most one).
     in_flight: AtomicUsize,
-    /// Highest range shard written so far, for completeness.
-    highest_shard: AtomicU64,
     _lock: FileLock,
 }
 
@@ -126,33 +124,20 @@ impl<W: Wal> Inner<W> {
         }
         result
     }
-
-    /// After a write to range shard `id`: shards two or more below the highest one written are
-    /// complete, and get merged whole.
-    fn note_range_progress(&self, id: ShardId) {
-        let prev = self.highest_shard.fetch_max(id.0, Ordering::Relaxed);
-        if id.0 <= prev || id.0 < 2 {
-            return;
-        }
-        let below: Vec<Arc<Shard<W>>> = self
-            .shards
-            .read()
-            .range(..=ShardId(id.0 - 2))
-            .map(|(_, s)| s.clone())
-            .collect();
-        for s in below {
-            if s.mark_complete() {
-                self.enqueue(s.id);
-            }
-        }
-    }
 }
 
 impl<W: Wal> CompactionTarget for Inner<W> {
     fn compact_shard(&self, shard: ShardId) -> Result<()> {
         let policy = self.options.compaction.policy;
-        self.run_compaction(shard, &|shape| crate::policy::plan(shape, &policy))
-            .map(|_| ())
+        self.run_compaction(shard, &|shape| crate::policy::plan(shape, &policy))?;
+        // A compaction that leaves a value file over the garbage ratio queues the collection.
+        if self
+            .shard(shard)
+            .is_some_and(|s| s.wants_collection() && !s.is_poisoned())
+        {
+            self.enqueue(shard);
+        }
+        Ok(())
     }
 }
 
@@ -199,6 +184,10 @@ impl<W: Wal> Engine<W> {
                 crate::files::open_files_budget(options.max_open_files),
                 options.fs.clone(),
             )),
+            value_log: crate::shard::ValueLogOptions {
+                threshold_bytes: options.value_log_threshold_bytes,
+                gc_ratio: options.value_log_gc_ratio,
+            },
         };
         let shards = open_shards(&dir, &indexes, &options)?;
         let c = options.compaction;
@@ -208,10 +197,6 @@ impl<W: Wal> Engine<W> {
             shards.values().map(|s| s.frozen_wal_bytes()).sum(),
             shards.values().map(|s| s.frozen_memory_bytes()).sum(),
         );
-        let highest_shard = match options.sharding {
-            Sharding::Range { .. } => shards.keys().next_back().map_or(0, |id| id.0),
-            _ => 0,
-        };
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -222,7 +207,6 @@ impl<W: Wal> Engine<W> {
             compactor: OnceLock::new(),
             one_compaction: Mutex::new(()),
             in_flight: AtomicUsize::new(0),
-            highest_shard: AtomicU64::new(highest_shard),
             _lock: lock,
         });
         let periodic = match inner.options.durability {
@@ -289,7 +273,12 @@ impl<W: Wal> Engine<W> {
             &self.inner.indexes,
             self.inner.options.events.as_ref(),
         )?;
-        let shard = Arc::new(Shard::open(loaded, self.inner.options.events.clone())?);
+        let shard = Arc::new(Shard::open(
+            loaded,
+            self.inner.options.events.clone(),
+            self.inner.indexes.value_log,
+            full_width(&self.inner.options),
+        )?);
         shards.insert(id, shard.clone());
         Ok(shard)
     }
@@ -368,8 +357,8 @@ impl<W: Wal> Engine<W> {
                     self.inner.gate.add(wal, memory);
                     self.inner.enqueue(id);
                 }
-                if self.completes_behind_writes() {
-                    self.inner.note_range_progress(id);
+                if shard.check_full() {
+                    self.inner.enqueue(id);
                 }
             }
         }
@@ -407,13 +396,8 @@ impl<W: Wal> Engine<W> {
             return;
         }
         let shards: Vec<_> = self.inner.shards.read().values().cloned().collect();
-        let highest = self.inner.highest_shard.load(Ordering::Relaxed);
         for s in shards {
-            let complete = self.completes_behind_writes() && s.id.0 + 2 <= highest;
-            if complete {
-                s.mark_complete();
-            }
-            if complete || s.frozen_wal_bytes() > 0 {
+            if s.check_full() || s.frozen_wal_bytes() > 0 || s.wants_collection() {
                 self.inner.enqueue(s.id);
             }
         }
@@ -571,12 +555,6 @@ impl<W: Wal> Engine<W> {
         self.shard(shard).and_then(|s| s.seal())
     }
 
-    /// Whether range shards are marked complete once writes reach two shards above them.
-    fn completes_behind_writes(&self) -> bool {
-        matches!(self.inner.options.sharding, Sharding::Range { .. })
-            && self.inner.options.compaction.complete_behind_writes
-    }
-
     /// Compacts every shard, one after another.
     pub fn compact_all(&self) -> Result<()> {
         for id in self.shards() {
@@ -655,12 +633,26 @@ impl<W: Wal> Drop for Engine<W> {
 }
 
 /// Checks options against each other and against the index kinds the engine has.
+/// The width that makes a range shard complete, when range shards complete when full.
+fn full_width(options: &Options) -> Option<u64> {
+    match options.sharding {
+        Sharding::Range { width } if options.compaction.complete_when_full => Some(width),
+        _ => None,
+    }
+}
+
 fn validate(options: &Options, indexes: &[Arc<dyn IndexFactory>]) -> Result<()> {
     options.sharding.validate().map_err(Error::InvalidOptions)?;
     options
         .index_params
         .validate()
         .map_err(Error::InvalidOptions)?;
+    if !(options.value_log_gc_ratio > 0.0 && options.value_log_gc_ratio <= 1.0) {
+        return Err(Error::InvalidOptions(format!(
+            "value_log_gc_ratio {} is not in (0, 1]",
+            options.value_log_gc_ratio
+        )));
+    }
     if let Durability::Periodic { interval_ms: 0 } = options.durability {
         return Err(Error::InvalidOptions(
             "periodic durability needs an interval of at least 1 ms".into(),
@@ -798,7 +790,12 @@ fn open_shards<W: Wal>(
     manifest::sync_dir(fs, dir)?;
     let mut shards = BTreeMap::new();
     for l in loaded {
-        let shard = Shard::open(l, options.events.clone())?;
+        let shard = Shard::open(
+            l,
+            options.events.clone(),
+            indexes.value_log,
+            full_width(options),
+        )?;
         shards.insert(shard.id, Arc::new(shard));
     }
     Ok(shards)

@@ -75,8 +75,11 @@ pub struct RunRecord<'a> {
     pub kind: crate::types::EntryKind,
     /// The adapter tag.
     pub tag: u8,
-    /// The value (empty for a delete), or `None` when the record fails its checksum.
+    /// The value (empty for a delete), or `None` when the record fails its checksum. For a
+    /// record whose value lives in a value file, the pointer's bytes (see `pointer`).
     pub value: Option<&'a [u8]>,
+    /// Where the value lives, when the record holds a value pointer (and it decodes).
+    pub pointer: Option<crate::types::ValuePointer>,
     /// Offset of the record in the run file.
     pub offset: u64,
 }
@@ -109,6 +112,39 @@ pub fn for_each_run_record(
         gap,
     );
     (count, result)
+}
+
+/// Reads the value `p` points at from its value file in the shard directory `dir` (with the
+/// host's file system), checked against the checksum stored after it in the file and against
+/// the pointer's: for tools (`verify`, `repair`) that read files without opening the database.
+pub fn read_pointed_value(dir: &Path, p: &crate::types::ValuePointer) -> Result<Vec<u8>> {
+    use crate::fs::FileSystem;
+    let path = dir.join(segment_file_name(p.segment));
+    let file = crate::fs::StdFs
+        .open(&path, crate::fs::OpenMode::Read)
+        .map_err(|e| Error::io("opening value file", &path, e))?;
+    let mut buf = vec![0u8; p.len as usize + 8];
+    file.read_exact_at(&mut buf, p.offset)
+        .map_err(|e| Error::io("reading", &path, e))?;
+    let (value, sum) = buf.split_at(p.len as usize);
+    let stored = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+    let actual = checksum(value);
+    for (expected, what) in [
+        (stored, "value in a value file"),
+        (p.checksum, "value a run points at"),
+    ] {
+        if expected != actual {
+            return Err(Error::ChecksumMismatch {
+                file: path,
+                offset: p.offset,
+                what,
+                expected,
+                actual,
+            });
+        }
+    }
+    buf.truncate(p.len as usize);
+    Ok(buf)
 }
 
 /// Whether a run file's header and footer both match their own checksums.
@@ -173,6 +209,7 @@ fn salvage_run(
                     kind: rec.meta.kind,
                     tag: rec.meta.tag,
                     value: Some(rec.value),
+                    pointer: rec.pointer(&path).ok().flatten(),
                     offset: offset as u64,
                 })?;
                 offset = rec.next as usize;
@@ -197,6 +234,7 @@ fn salvage_run(
                 kind: meta.kind,
                 tag: meta.tag,
                 value: None,
+                pointer: None,
                 offset: offset as u64,
             })?;
             offset = next;

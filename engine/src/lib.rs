@@ -61,6 +61,7 @@ pub use scan::Scan;
 pub use shard::{CompactionReport, RunStats, ShardStats};
 pub use stall::{Admission, StallGate};
 pub use types::{
-    checksum, prefix_successor, Batch, EntryKind, OpRef, SegmentId, SeqNo, ShardId, WalPos,
+    checksum, prefix_successor, Batch, EntryKind, OpRef, SegmentId, SeqNo, ShardId, ValuePointer,
+    WalPos, VALUE_POINTER_BYTES,
 };
 pub use wal::{Appended, RecoveredRecord, Wal, WalStats};

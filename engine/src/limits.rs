@@ -99,6 +99,13 @@ pub const DEFAULT_STALL_SLOWDOWN_DELAY_US: u64 = 1_000;
 /// Default memory of frozen memtables, in bytes, from which writers wait for compaction.
 pub const DEFAULT_STALL_STOP_MEMTABLE_BYTES: u64 = 64 << 20;
 
+/// Default smallest value, in bytes, kept in the value log (a value file) rather than copied
+/// into runs.
+pub const DEFAULT_VALUE_LOG_THRESHOLD_BYTES: u64 = 1 << 10;
+
+/// Default share of a value file's bytes that may be garbage before it is collected.
+pub const DEFAULT_VALUE_LOG_GC_RATIO: f64 = 0.5;
+
 // ---- Relations the formats and the memory model rely on ----------------------------------------
 
 // Key lengths are stored as u16, value lengths as u32, batch sizes fit the WAL's u32 counters.

@@ -16,6 +16,11 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// builds that know version 1 only, and such a build refuses a sealed shard (rather than
 /// letting writes into it).
 pub const SEALED_MANIFEST_VERSION: u32 = 2;
+/// Format version of the manifest of a shard with value files (whether sealed or not):
+/// version 1's payload, the seal if any, the value files and the runs' references into them.
+/// Written only while the shard has value files, so shards without separated values keep
+/// versions 1 and 2.
+pub const VALUE_MANIFEST_VERSION: u32 = 3;
 /// Magic of the database identity file.
 pub const DB_MAGIC: [u8; 8] = *b"STRATADB";
 /// Magic of a shard manifest.
@@ -58,6 +63,28 @@ pub struct RunMeta {
     pub file_bytes: u64,
 }
 
+/// A value file of a shard: a WAL segment below the WAL floor, kept because runs point into
+/// it (see [`ValueRef`]).
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ValueFile {
+    /// The segment id: the file keeps its WAL segment name.
+    pub segment: u64,
+    /// The file's length in bytes when it became a value file.
+    pub file_bytes: u64,
+}
+
+/// How many value bytes one run points at in one value file. The live bytes of a value file
+/// are the sum over the live runs; the rest of the file is garbage.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ValueRef {
+    /// The run.
+    pub run: u64,
+    /// The value file (segment id).
+    pub segment: u64,
+    /// Bytes of values the run points at in that file.
+    pub bytes: u64,
+}
+
 /// The seal of a shard: every key the shard will ever hold is in its one run, writes are
 /// refused, and `digest` fingerprints the contents (see [`SealDigest`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -83,6 +110,21 @@ pub struct ShardManifest {
     pub runs: Vec<RunMeta>,
     /// Set while the shard is sealed (written as [`SEALED_MANIFEST_VERSION`]).
     pub seal: Option<ShardSeal>,
+    /// Value files, by ascending segment id.
+    pub value_files: Vec<ValueFile>,
+    /// Each live run's value bytes per value file (only non-zero ones).
+    pub value_refs: Vec<ValueRef>,
+}
+
+impl ShardManifest {
+    /// Bytes of values the live runs point at in value file `segment`.
+    pub fn live_value_bytes(&self, segment: u64) -> u64 {
+        self.value_refs
+            .iter()
+            .filter(|r| r.segment == segment)
+            .map(|r| r.bytes)
+            .sum()
+    }
 }
 
 /// The payload of a version-1 shard manifest (and the start of a version-2 one).
@@ -224,6 +266,15 @@ fn encode_shard(m: &ShardManifest) -> Vec<u8> {
         last_seq: m.last_seq,
         runs: m.runs.clone(),
     };
+    if !m.value_files.is_empty() || !m.value_refs.is_empty() {
+        let payload = (
+            base,
+            m.seal.clone(),
+            m.value_files.clone(),
+            m.value_refs.clone(),
+        );
+        return encode(SHARD_MAGIC, VALUE_MANIFEST_VERSION, &payload);
+    }
     match &m.seal {
         None => encode(SHARD_MAGIC, MANIFEST_VERSION, &base),
         Some(seal) => encode(SHARD_MAGIC, SEALED_MANIFEST_VERSION, &(base, seal.clone())),
@@ -231,7 +282,7 @@ fn encode_shard(m: &ShardManifest) -> Vec<u8> {
 }
 
 fn decode_shard(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
-    let versions = (MANIFEST_VERSION, SEALED_MANIFEST_VERSION);
+    let versions = (MANIFEST_VERSION, VALUE_MANIFEST_VERSION);
     decode_with(
         SHARD_MAGIC,
         versions,
@@ -239,13 +290,18 @@ fn decode_shard(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
         path,
         "shard manifest",
         |v, p| {
-            let (base, seal, used) = if v == MANIFEST_VERSION {
+            type V3 = (ManifestV1, Option<ShardSeal>, Vec<ValueFile>, Vec<ValueRef>);
+            let (base, seal, value_files, value_refs, used) = if v == MANIFEST_VERSION {
                 let (base, used): (ManifestV1, usize) = bincode::decode_from_slice(p, config())?;
-                (base, None, used)
-            } else {
+                (base, None, Vec::new(), Vec::new(), used)
+            } else if v == SEALED_MANIFEST_VERSION {
                 let ((base, seal), used): ((ManifestV1, ShardSeal), usize) =
                     bincode::decode_from_slice(p, config())?;
-                (base, Some(seal), used)
+                (base, Some(seal), Vec::new(), Vec::new(), used)
+            } else {
+                let ((base, seal, files, refs), used): (V3, usize) =
+                    bincode::decode_from_slice(p, config())?;
+                (base, seal, files, refs, used)
             };
             let m = ShardManifest {
                 shard: base.shard,
@@ -254,6 +310,8 @@ fn decode_shard(bytes: &[u8], path: &Path) -> Result<ShardManifest> {
                 last_seq: base.last_seq,
                 runs: base.runs,
                 seal,
+                value_files,
+                value_refs,
             };
             Ok((m, used))
         },
@@ -351,6 +409,20 @@ mod tests {
                 file_bytes: 500,
             }],
             seal: None,
+            value_files: Vec::new(),
+            value_refs: Vec::new(),
+        };
+        let valued = ShardManifest {
+            value_files: vec![ValueFile {
+                segment: 3,
+                file_bytes: 1_000,
+            }],
+            value_refs: vec![ValueRef {
+                run: 8,
+                segment: 3,
+                bytes: 600,
+            }],
+            ..m.clone()
         };
         let sealed = ShardManifest {
             seal: Some(ShardSeal {
@@ -360,7 +432,12 @@ mod tests {
             ..m.clone()
         };
         let p = Path::new("MANIFEST");
-        for (m, version) in [(m, MANIFEST_VERSION), (sealed, SEALED_MANIFEST_VERSION)] {
+        let cases = [
+            (m, MANIFEST_VERSION),
+            (sealed, SEALED_MANIFEST_VERSION),
+            (valued, VALUE_MANIFEST_VERSION),
+        ];
+        for (m, version) in cases {
             let bytes = encode_shard(&m);
             assert_eq!(bytes[M_VERSION..M_VERSION + 4], version.to_le_bytes());
             assert_eq!(decode_shard(&bytes, p).unwrap(), m);

@@ -36,6 +36,9 @@ pub struct Memtable {
     bytes: AtomicU64,
     wal_bytes: AtomicU64,
     on_release: Mutex<Option<OnRelease>>,
+    /// Distinct big-endian u64 key prefixes, counted when `count_prefixes` (range shards).
+    prefixes: AtomicU64,
+    count_prefixes: bool,
 }
 
 impl std::fmt::Debug for Memtable {
@@ -48,15 +51,22 @@ impl std::fmt::Debug for Memtable {
 }
 
 impl Memtable {
-    /// An empty memtable for `segment`.
-    pub fn new(segment: SegmentId) -> Memtable {
+    /// An empty memtable for `segment` that counts distinct key prefixes if `count_prefixes`.
+    pub fn counting(segment: SegmentId, count_prefixes: bool) -> Memtable {
         Memtable {
             segment,
             map: RwLock::new(BTreeMap::new()),
             bytes: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             on_release: Mutex::new(None),
+            prefixes: AtomicU64::new(0),
+            count_prefixes,
         }
+    }
+
+    /// Distinct big-endian u64 key prefixes (0 unless counted).
+    pub fn prefixes(&self) -> u64 {
+        self.prefixes.load(Ordering::Relaxed)
     }
 
     /// The WAL segment this memtable covers.
@@ -82,6 +92,22 @@ impl Memtable {
                 *old = entry;
             }
             None => {
+                if self.count_prefixes {
+                    // Keys of one prefix are neighbours in key order.
+                    let prefix = crate::options::Sharding::prefix_u64(key);
+                    let same = |k: Option<(&Vec<u8>, &MemEntry)>| {
+                        k.is_some_and(|(k, _)| crate::options::Sharding::prefix_u64(k) == prefix)
+                    };
+                    let before = map
+                        .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(key)))
+                        .next_back();
+                    let after = map
+                        .range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded))
+                        .next();
+                    if !same(before) && !same(after) {
+                        self.prefixes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 self.bytes.fetch_add(
                     key.len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES,
                     Ordering::Relaxed,

@@ -8,7 +8,7 @@ use crate::index::{IndexKind, IndexParams};
 use crate::limits::{
     AUTO_INDEX_CUTOFF_BYTES, DEFAULT_MAX_OPEN_FILES, DEFAULT_STALL_SLOWDOWN_BYTES,
     DEFAULT_STALL_SLOWDOWN_DELAY_US, DEFAULT_STALL_STOP_BYTES, DEFAULT_STALL_STOP_MEMTABLE_BYTES,
-    MAX_HASH_SHARDS,
+    DEFAULT_VALUE_LOG_GC_RATIO, DEFAULT_VALUE_LOG_THRESHOLD_BYTES, MAX_HASH_SHARDS,
 };
 use crate::manifest::DbMeta;
 use crate::policy::PolicyOptions;
@@ -158,11 +158,12 @@ pub struct CompactionOptions {
     /// which they are slowed (default 64 MiB). Bounds memtable memory for small entries, where
     /// the WAL-byte thresholds admit millions of keys.
     pub stall_stop_memtable_bytes: u64,
-    /// Range sharding only: mark a shard complete (merged whole into one run) once a write
-    /// reaches a shard two or more above it (default true, a guess that suits append-mostly
-    /// loads). Stores that know when a shard is complete turn this off and call
-    /// `Engine::seal` instead.
-    pub complete_behind_writes: bool,
+    /// Range sharding only: a shard of width W is complete once it holds a key for each of
+    /// its W big-endian u64 prefixes; it is then merged whole, once, into its final run
+    /// (default true). Counting is exact: a shard that may be full (the distinct prefixes of
+    /// its memtables and runs reach W) is merged whole and its one run counted. Stores that
+    /// decide themselves when a shard is done turn this off and call `Engine::seal`.
+    pub complete_when_full: bool,
 }
 
 impl Default for CompactionOptions {
@@ -174,7 +175,7 @@ impl Default for CompactionOptions {
             stall_stop_bytes: DEFAULT_STALL_STOP_BYTES,
             stall_slowdown_delay_us: DEFAULT_STALL_SLOWDOWN_DELAY_US,
             stall_stop_memtable_bytes: DEFAULT_STALL_STOP_MEMTABLE_BYTES,
-            complete_behind_writes: true,
+            complete_when_full: true,
         }
     }
 }
@@ -206,6 +207,16 @@ pub struct Options {
     /// The file system everything is read from and written to (default [`StdFs`], the host's).
     /// Tests put a simulated one here.
     pub fs: Arc<dyn FileSystem>,
+    /// Key-value separation (as RocksDB's `min_blob_size`): values of at least this many
+    /// bytes stay in the WAL segment they were written to, which becomes a value file, and
+    /// runs hold a 32-byte pointer to them; smaller values are copied into runs. Default
+    /// [`DEFAULT_VALUE_LOG_THRESHOLD_BYTES`] (1 KiB); `u64::MAX` keeps every value inline.
+    pub value_log_threshold_bytes: u64,
+    /// A value file whose garbage (bytes no live run points at) passes this share of its
+    /// bytes is collected: the next compaction that merges every run copies its live values
+    /// into the run and the file is deleted. In `(0, 1]`; 1 never collects. Default
+    /// [`DEFAULT_VALUE_LOG_GC_RATIO`] (0.5).
+    pub value_log_gc_ratio: f64,
 }
 
 impl std::fmt::Debug for Options {
@@ -219,6 +230,8 @@ impl std::fmt::Debug for Options {
             .field("compaction", &self.compaction)
             .field("max_open_files", &self.max_open_files)
             .field("fs", &self.fs)
+            .field("value_log_threshold_bytes", &self.value_log_threshold_bytes)
+            .field("value_log_gc_ratio", &self.value_log_gc_ratio)
             .finish_non_exhaustive()
     }
 }
@@ -238,6 +251,8 @@ impl Options {
             events: Arc::new(NoEvents),
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             fs: StdFs::shared(),
+            value_log_threshold_bytes: DEFAULT_VALUE_LOG_THRESHOLD_BYTES,
+            value_log_gc_ratio: DEFAULT_VALUE_LOG_GC_RATIO,
         }
     }
 }

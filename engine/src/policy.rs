@@ -8,8 +8,9 @@
 //!   times `growth_factor`, reach the next run's size: new data is folded into runs at most
 //!   `growth_factor` times its size, so run sizes grow geometrically, like the bucket list's
 //!   levels, and a shard holds about log_growth(data / wal_rotate_bytes) runs;
-//! - a *complete* shard (a range shard that writes have moved past) is merged whole, active WAL
-//!   included, into a single run.
+//! - a *complete* shard (a range shard that holds a key for every number of its range) is
+//!   merged whole, active WAL included, into a single run;
+//! - with nothing frozen, a shard whose value file is over the garbage ratio merges every run.
 
 /// Thresholds of the policy.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -43,8 +44,11 @@ pub struct ShardShape {
     pub frozen_bytes: Vec<u64>,
     /// Bytes of each run, newest first.
     pub run_bytes: Vec<u64>,
-    /// Writes have moved past this shard: merge it whole.
+    /// The shard holds every key it will hold: merge it whole.
     pub complete: bool,
+    /// A value file's garbage is over the collection ratio: merge every run (which copies
+    /// the file's live values out of it, so that it can be deleted).
+    pub value_garbage: bool,
 }
 
 /// What one compaction does.
@@ -78,7 +82,11 @@ pub fn plan(shape: &ShardShape, o: &PolicyOptions) -> Option<Plan> {
         });
     }
     if shape.frozen_bytes.is_empty() {
-        return None;
+        return (shape.value_garbage && !shape.run_bytes.is_empty()).then_some(Plan {
+            freeze_active: false,
+            runs: shape.run_bytes.len(),
+            includes_oldest: true,
+        });
     }
     let mut gathered: u64 = shape.frozen_bytes.iter().sum();
     let mut runs = 0;
@@ -249,6 +257,7 @@ mod tests {
             frozen_bytes: vec![5],
             run_bytes: vec![1, 2, 3],
             complete: false,
+            value_garbage: false,
         };
         assert_eq!(
             full(&s),

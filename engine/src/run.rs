@@ -22,7 +22,7 @@ use crate::layout::{index_file_name, run_file_name, tmp_name};
 use crate::limits::{
     MAX_KEY_BYTES, MAX_VALUE_BYTES, RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
 };
-use crate::types::{checksum, EntryKind, SeqNo};
+use crate::types::{checksum, EntryKind, SeqNo, ValuePointer, VALUE_POINTER_BYTES};
 
 /// Format version written in run headers and footers.
 pub const RUN_VERSION: u32 = 1;
@@ -149,7 +149,14 @@ pub struct RecordMeta {
     pub value_len: usize,
     /// Sequence number.
     pub seq: SeqNo,
+    /// The value bytes are a [`ValuePointer`] to a value file, not the value (on disk: kind
+    /// byte [`KIND_PUT_POINTER`]).
+    pub indirect: bool,
 }
+
+/// Kind byte of a put whose value is a [`ValuePointer`] (the value lives in a value file).
+/// Bytes 1 and 2 are [`EntryKind::Put`] and [`EntryKind::Delete`] with the value inline.
+pub const KIND_PUT_POINTER: u8 = 3;
 
 impl RecordMeta {
     /// Total bytes of the record, checksum included.
@@ -160,7 +167,11 @@ impl RecordMeta {
     fn encode(&self) -> [u8; RECORD_HEADER_BYTES] {
         let mut h = [0u8; RECORD_HEADER_BYTES];
         h[R_KEY_LEN..R_KEY_LEN + 2].copy_from_slice(&(self.key_len as u16).to_le_bytes());
-        h[R_KIND] = self.kind as u8;
+        h[R_KIND] = if self.indirect {
+            KIND_PUT_POINTER
+        } else {
+            self.kind as u8
+        };
         h[R_TAG] = self.tag;
         h[R_VALUE_LEN..R_VALUE_LEN + 4].copy_from_slice(&(self.value_len as u32).to_le_bytes());
         h[R_SEQ..R_SEQ + 8].copy_from_slice(&self.seq.0.to_le_bytes());
@@ -179,7 +190,21 @@ impl RecordMeta {
         }
         let key_len = le_u16(h, R_KEY_LEN) as usize;
         let value_len = le_u32(h, R_VALUE_LEN) as usize;
-        let kind = EntryKind::from_byte(h[R_KIND]).ok_or_else(|| {
+        let indirect = h[R_KIND] == KIND_PUT_POINTER;
+        if indirect && value_len != VALUE_POINTER_BYTES {
+            return Err(Error::corrupt(
+                file,
+                offset,
+                "run record",
+                format!("a value pointer of {value_len} bytes, not {VALUE_POINTER_BYTES}"),
+            ));
+        }
+        let kind = if indirect {
+            Some(EntryKind::Put)
+        } else {
+            EntryKind::from_byte(h[R_KIND])
+        };
+        let kind = kind.ok_or_else(|| {
             Error::corrupt(
                 file,
                 offset,
@@ -201,6 +226,7 @@ impl RecordMeta {
             tag: h[R_TAG],
             value_len,
             seq: SeqNo(le_u64(h, R_SEQ)),
+            indirect,
         })
     }
 }
@@ -224,6 +250,8 @@ pub struct RunWriter {
     max_seq: u64,
     last_key: Option<Vec<u8>>,
     index: Box<dyn IndexBuilder>,
+    /// Distinct big-endian u64 key prefixes written.
+    prefixes: u64,
 }
 
 /// A finished run on disk.
@@ -269,6 +297,7 @@ impl RunWriter {
             max_seq: 0,
             last_key: None,
             index,
+            prefixes: 0,
         })
     }
 
@@ -298,6 +327,31 @@ impl RunWriter {
         seq: SeqNo,
         value_len: usize,
     ) -> Result<()> {
+        self.begin(key, kind, tag, seq, value_len, false)
+    }
+
+    /// Writes one whole put record whose value lives in a value file at `pointer`.
+    pub fn add_pointer(
+        &mut self,
+        key: &[u8],
+        tag: u8,
+        seq: SeqNo,
+        pointer: &ValuePointer,
+    ) -> Result<()> {
+        self.begin(key, EntryKind::Put, tag, seq, VALUE_POINTER_BYTES, true)?;
+        self.value_chunk(&pointer.encode())?;
+        self.end_record()
+    }
+
+    fn begin(
+        &mut self,
+        key: &[u8],
+        kind: EntryKind,
+        tag: u8,
+        seq: SeqNo,
+        value_len: usize,
+        indirect: bool,
+    ) -> Result<()> {
         debug_assert!(!self.in_record, "begin_record inside a record");
         debug_assert!(
             self.last_key.as_deref().is_none_or(|last| last < key),
@@ -323,6 +377,7 @@ impl RunWriter {
             tag,
             value_len,
             seq,
+            indirect,
         };
         self.put_bytes(&meta.encode(), true)?;
         self.put_bytes(key, true)?;
@@ -331,6 +386,14 @@ impl RunWriter {
         self.entries += 1;
         self.min_seq = self.min_seq.min(seq.0);
         self.max_seq = self.max_seq.max(seq.0);
+        let prefix = crate::options::Sharding::prefix_u64;
+        if self
+            .last_key
+            .as_deref()
+            .is_none_or(|last| prefix(last) != prefix(key))
+        {
+            self.prefixes += 1;
+        }
         match &mut self.last_key {
             Some(last) => {
                 last.clear();
@@ -383,6 +446,11 @@ impl RunWriter {
         self.begin_record(key, kind, tag, seq, value.len())?;
         self.value_chunk(value)?;
         self.end_record()
+    }
+
+    /// Distinct big-endian u64 key prefixes written so far.
+    pub fn prefixes(&self) -> u64 {
+        self.prefixes
     }
 
     /// Records written so far.
@@ -572,6 +640,43 @@ pub struct RecordRef<'a> {
     pub next: u64,
 }
 
+impl RecordRef<'_> {
+    /// The record's value pointer, if its value lives in a value file; an error naming `path`
+    /// and the record's offset if the pointer does not decode.
+    pub fn pointer(&self, path: &Path) -> Result<Option<ValuePointer>> {
+        decode_pointer(&self.meta, self.value, path, self.offset)
+    }
+}
+
+/// The value pointer of a record with `meta` and value bytes `value`, if it is indirect.
+pub fn decode_pointer(
+    meta: &RecordMeta,
+    value: &[u8],
+    path: &Path,
+    offset: u64,
+) -> Result<Option<ValuePointer>> {
+    if !meta.indirect {
+        return Ok(None);
+    }
+    ValuePointer::decode(value).map(Some).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            offset,
+            "run record",
+            "value pointer with non-zero reserved bytes or a length over the limit",
+        )
+    })
+}
+
+/// A value as a run stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredValue {
+    /// The value itself (empty for a delete).
+    Inline(Vec<u8>),
+    /// Where the value lives in a value file.
+    Pointer(ValuePointer),
+}
+
 /// Parses and checks the record at `offset` of `data` (bytes `[0, data_end)` of a run file).
 pub fn parse_record<'a>(data: &'a [u8], path: &Path, offset: u64) -> Result<RecordRef<'a>> {
     parse_record_at(data, 0, path, offset)
@@ -711,6 +816,11 @@ pub struct Run {
     index: Box<dyn Index>,
     obsolete: AtomicBool,
     bytes_touched: AtomicU64,
+    /// Distinct big-endian u64 key prefixes: counted when the run was written, or (after a
+    /// reopen) its entry count, an upper bound.
+    prefixes: AtomicU64,
+    /// What must outlive this run: the value files it points into.
+    holds: parking_lot::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -775,7 +885,14 @@ impl Run {
             index,
             obsolete: AtomicBool::new(false),
             bytes_touched: AtomicU64::new(0),
+            holds: parking_lot::Mutex::new(Vec::new()),
+            prefixes: AtomicU64::new(footer.entries),
         })
+    }
+
+    /// Path of the run file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The run's id.
@@ -842,7 +959,7 @@ impl Run {
     /// The newest version of `key` in this run, copied out: its kind and value. Reads the span
     /// the index gives with `pread` (records crossing its end included), so point reads leave
     /// no mapped pages behind: resident memory does not grow with the data looked up.
-    pub fn get_owned(&self, key: &[u8]) -> Result<Option<(EntryKind, Vec<u8>)>> {
+    pub fn get_owned(&self, key: &[u8]) -> Result<Option<(EntryKind, StoredValue)>> {
         if !self.index.may_contain(key) {
             return Ok(None);
         }
@@ -878,7 +995,13 @@ impl Run {
             let rec = parse_record_at(&buf, base, &self.path, offset)?;
             match rec.key.cmp(key) {
                 std::cmp::Ordering::Less => offset = rec.next,
-                std::cmp::Ordering::Equal => return Ok(Some((rec.meta.kind, rec.value.to_vec()))),
+                std::cmp::Ordering::Equal => {
+                    let stored = match rec.pointer(&self.path)? {
+                        Some(p) => StoredValue::Pointer(p),
+                        None => StoredValue::Inline(rec.value.to_vec()),
+                    };
+                    return Ok(Some((rec.meta.kind, stored)));
+                }
                 std::cmp::Ordering::Greater => return Ok(None),
             }
         }
@@ -913,6 +1036,21 @@ impl Run {
     /// Data end: offsets at or past it hold no record.
     pub fn data_end(&self) -> u64 {
         self.footer.data_end
+    }
+
+    /// Distinct big-endian u64 key prefixes (an upper bound after a reopen).
+    pub fn prefixes(&self) -> u64 {
+        self.prefixes.load(Ordering::Relaxed)
+    }
+
+    /// Records the exact count of distinct key prefixes, known when the run was written.
+    pub(crate) fn set_prefixes(&self, n: u64) {
+        self.prefixes.store(n, Ordering::Relaxed);
+    }
+
+    /// Keeps `thing` (a value file this run points into) alive as long as the run.
+    pub(crate) fn hold(&self, thing: Arc<dyn std::any::Any + Send + Sync>) {
+        self.holds.lock().push(thing);
     }
 
     /// Marks the run as replaced: its files are deleted when the last reference is dropped.
@@ -1029,6 +1167,22 @@ impl RunStream {
     /// Offset of the current record.
     pub fn record_offset(&self) -> u64 {
         self.record_offset
+    }
+
+    /// The current record's value pointer, read and checked, if the record is indirect (its
+    /// value is then consumed: [`RunStream::stream_value`] streams nothing more).
+    pub fn pointer(&mut self) -> Result<Option<ValuePointer>> {
+        let Some(meta) = self.meta.filter(|m| m.indirect) else {
+            return Ok(None);
+        };
+        let mut bytes = [0u8; VALUE_POINTER_BYTES];
+        let mut at = 0;
+        self.stream_value(&mut |c| {
+            bytes[at..at + c.len()].copy_from_slice(c);
+            at += c.len();
+            Ok(())
+        })?;
+        decode_pointer(&meta, &bytes, &self.path, self.record_offset)
     }
 
     /// Streams the current record's value to `sink` in pieces of at most

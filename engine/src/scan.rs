@@ -20,6 +20,8 @@ enum Source<W: Wal> {
     },
     Run {
         run: Arc<Run>,
+        /// The shard's WAL, which reads the value files the run may point into.
+        wal: Arc<W>,
         offset: u64,
         end: Bound<Vec<u8>>,
         cur: Option<RunCur>,
@@ -36,6 +38,8 @@ struct RunCur {
     kind: EntryKind,
     value_offset: u64,
     value_len: usize,
+    /// Offset of the record, when its value bytes are a pointer to a value file.
+    pointer_at: Option<u64>,
 }
 
 fn within(key: &[u8], end: &Bound<Vec<u8>>) -> bool {
@@ -58,6 +62,7 @@ impl<W: Wal> MergeSource for Source<W> {
                 cur,
                 key,
                 released,
+                ..
             } => {
                 *cur = None;
                 // Drop what the scan has passed from the page tables, a window at a time, so
@@ -82,6 +87,7 @@ impl<W: Wal> MergeSource for Source<W> {
                     kind: rec.meta.kind,
                     value_offset,
                     value_len,
+                    pointer_at: rec.meta.indirect.then_some(rec.offset),
                 });
                 key.clear();
                 key.extend_from_slice(rec.key);
@@ -110,11 +116,22 @@ impl<W: Wal> Source<W> {
                     EntryKind::Put => Ok(Some(wal.read_value(e.pos)?)),
                 }
             }
-            Source::Run { run, cur, .. } => {
+            Source::Run { run, wal, cur, .. } => {
                 let c = cur.expect("positioned");
-                match c.kind {
-                    EntryKind::Delete => Ok(None),
-                    EntryKind::Put => Ok(Some(run.bytes(c.value_offset, c.value_len).to_vec())),
+                let bytes = run.bytes(c.value_offset, c.value_len);
+                match (c.kind, c.pointer_at) {
+                    (EntryKind::Delete, _) => Ok(None),
+                    (EntryKind::Put, None) => Ok(Some(bytes.to_vec())),
+                    (EntryKind::Put, Some(at)) => {
+                        let meta = run.record_at(at)?.meta;
+                        let p = crate::run::decode_pointer(&meta, bytes, run.path(), at)?
+                            .expect("an indirect record");
+                        Ok(Some(crate::shard::read_pointed(
+                            wal.as_ref(),
+                            run.path().parent().unwrap_or(run.path()),
+                            &p,
+                        )?))
+                    }
                 }
             }
         }
@@ -149,6 +166,7 @@ impl<W: Wal> Scan<W> {
                 let released = offset / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
                 sources.push(Source::Run {
                     run,
+                    wal: wal.clone(),
                     offset,
                     end: end.clone(),
                     cur: None,

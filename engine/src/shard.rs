@@ -18,11 +18,12 @@ use crate::layout::{
     self, index_file_name, run_file_name, shard_dir_name, tmp_name, FileKind, SHARD_MANIFEST_FILE,
 };
 use crate::manifest::{self, RunMeta, ShardManifest};
+use crate::manifest::{ValueFile, ValueRef};
 use crate::memtable::{MemEntry, Memtable};
 use crate::merge::{MergeSource, Merger};
 use crate::options::{Durability, IndexPolicy};
 use crate::policy::{Plan, ShardShape};
-use crate::run::{Run, RunStream, RunWriter};
+use crate::run::{Run, RunStream, RunWriter, StoredValue};
 use crate::stall::StallGate;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use crate::limits::{
     COPY_CHUNK_BYTES, MEMTABLE_CHUNK_ENTRIES, RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
 };
-use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId};
+use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId, ValuePointer};
 use crate::wal::Wal;
 use parking_lot::{Mutex, RwLock};
 
@@ -56,6 +57,63 @@ pub(crate) struct Indexes {
     pub factories: Vec<Arc<dyn IndexFactory>>,
     pub policy: IndexPolicy,
     pub files: Arc<crate::files::FileCache>,
+    pub value_log: ValueLogOptions,
+}
+
+/// Key-value separation: which values compaction leaves in their WAL segment (which becomes a
+/// value file) and when a value file's garbage is collected.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct ValueLogOptions {
+    /// Values of at least this many bytes are separated.
+    pub threshold_bytes: u64,
+    /// A value file whose garbage is above this share of its bytes is collected.
+    pub gc_ratio: f64,
+}
+
+/// A live value file. Held by the runs (and memtables) that read from it; once no live run
+/// points into it, it is given a removal that runs when the last holder lets go.
+pub(crate) struct ValueFileHandle {
+    remove: Mutex<Option<Box<dyn FnOnce() + Send + Sync>>>,
+}
+
+impl ValueFileHandle {
+    fn new() -> Arc<ValueFileHandle> {
+        Arc::new(ValueFileHandle {
+            remove: Mutex::new(None),
+        })
+    }
+}
+
+impl Drop for ValueFileHandle {
+    fn drop(&mut self) {
+        if let Some(remove) = self.remove.lock().take() {
+            remove();
+        }
+    }
+}
+
+/// Reads the value `p` points at through `wal` and checks it against the pointer's checksum
+/// (the WAL checks it against the checksum stored after it, too). `dir` is the shard's, for
+/// errors.
+pub(crate) fn read_pointed<W: Wal>(wal: &W, dir: &Path, p: &ValuePointer) -> Result<Vec<u8>> {
+    let value = wal.read_value(p.pos())?;
+    let actual = crate::types::checksum(&value);
+    if actual != p.checksum {
+        return Err(Error::ChecksumMismatch {
+            file: dir.join(layout::segment_file_name(p.segment)),
+            offset: p.offset,
+            what: "value a run points at",
+            expected: p.checksum,
+            actual,
+        });
+    }
+    Ok(value)
+}
+
+/// Whether value file `v` has more garbage than `ratio` of its bytes, given the manifest.
+fn over_gc_ratio(m: &ShardManifest, v: &ValueFile, ratio: f64) -> bool {
+    let live = m.live_value_bytes(v.segment).min(v.file_bytes);
+    (v.file_bytes - live) as f64 > ratio * v.file_bytes as f64
 }
 
 impl Indexes {
@@ -85,6 +143,14 @@ pub struct ShardStats {
     pub poisoned: bool,
     /// The seal, while the shard is sealed.
     pub seal: Option<crate::manifest::ShardSeal>,
+    /// Value files (WAL segments kept because runs point into them).
+    pub value_files: u64,
+    /// Their bytes.
+    pub value_log_bytes: u64,
+    /// Their bytes no live run points at.
+    pub value_log_garbage_bytes: u64,
+    /// A range shard known to hold a key for every prefix of its range.
+    pub complete: bool,
 }
 
 /// Figures of one run.
@@ -139,6 +205,16 @@ pub(crate) struct Shard<W: Wal> {
     /// Sealed, or being sealed: writes are refused. Set and cleared under the state's write
     /// lock, checked under its read lock, so no write lands after a seal begins.
     sealed: AtomicBool,
+    /// The live value files by segment id (changed under the manifest lock).
+    value_files: Mutex<BTreeMap<u64, Arc<ValueFileHandle>>>,
+    /// A value file is over the garbage ratio: the policy merges every run.
+    gc_wanted: AtomicBool,
+    value_log: ValueLogOptions,
+    /// Range shards that complete when full: the number of key prefixes (the shard's width)
+    /// that makes the shard complete.
+    full_width: Option<u64>,
+    /// The shard may be full: the next compaction merges it whole and counts.
+    full_pending: AtomicBool,
 }
 
 /// A shard loaded read-only: manifest and runs. Phase one of opening, which changes nothing on
@@ -250,6 +326,8 @@ fn make_shard_dir(
         last_seq: 0,
         runs: Vec::new(),
         seal: None,
+        value_files: Vec::new(),
+        value_refs: Vec::new(),
     };
     // Writes MANIFEST.tmp, syncs it, renames it and syncs `tmp`.
     manifest::write_shard(fs, &tmp.join(SHARD_MANIFEST_FILE), &m)?;
@@ -304,7 +382,12 @@ pub(crate) fn leftover(
 
 impl<W: Wal> Shard<W> {
     /// Phase two of opening: removes stray files and recovers the WAL into memtables.
-    pub fn open(loaded: LoadedShard, events: Arc<dyn EventSink>) -> Result<Shard<W>> {
+    pub fn open(
+        loaded: LoadedShard,
+        events: Arc<dyn EventSink>,
+        value_log: ValueLogOptions,
+        full_width: Option<u64>,
+    ) -> Result<Shard<W>> {
         let LoadedShard {
             id,
             dir,
@@ -319,16 +402,22 @@ impl<W: Wal> Shard<W> {
         manifest::sync_dir(fs.as_ref(), &dir)?;
         let sealed = manifest.seal.is_some();
         let mut mems: BTreeMap<SegmentId, Memtable> = BTreeMap::new();
+        let values: Vec<SegmentId> = manifest
+            .value_files
+            .iter()
+            .map(|v| SegmentId(v.segment))
+            .collect();
         let wal = W::open(
             fs.clone(),
             &dir,
             SegmentId(manifest.wal_floor),
+            &values,
             SeqNo(manifest.last_seq),
             events.clone(),
             &mut |rec| {
                 let mem = mems
                     .entry(rec.pos.segment)
-                    .or_insert_with(|| Memtable::new(rec.pos.segment));
+                    .or_insert_with(|| Memtable::counting(rec.pos.segment, full_width.is_some()));
                 mem.insert(
                     rec.key,
                     MemEntry {
@@ -344,13 +433,30 @@ impl<W: Wal> Shard<W> {
         let active_seg = wal.active_segment();
         let active = Arc::new(
             mems.remove(&active_seg)
-                .unwrap_or_else(|| Memtable::new(active_seg)),
+                .unwrap_or_else(|| Memtable::counting(active_seg, full_width.is_some())),
         );
         let frozen: Vec<Arc<Memtable>> = mems.into_values().rev().map(Arc::new).collect();
         debug_assert!(frozen.iter().all(|m| m.segment() < active_seg));
         // Every recovered byte is synced by now: no shard holds a descriptor until it is
         // written or read, however many shards hold WAL data.
         wal.release_files();
+        let handles: BTreeMap<u64, Arc<ValueFileHandle>> = manifest
+            .value_files
+            .iter()
+            .map(|v| (v.segment, ValueFileHandle::new()))
+            .collect();
+        for r in &manifest.value_refs {
+            if let (Some(run), Some(h)) = (
+                runs.iter().find(|x| x.id() == r.run),
+                handles.get(&r.segment),
+            ) {
+                run.hold(h.clone());
+            }
+        }
+        let gc_wanted = manifest
+            .value_files
+            .iter()
+            .any(|v| over_gc_ratio(&manifest, v, value_log.gc_ratio));
         Ok(Shard {
             id,
             dir,
@@ -368,6 +474,11 @@ impl<W: Wal> Shard<W> {
             compaction_buffer_peak: AtomicU64::new(0),
             complete: AtomicBool::new(false),
             sealed: AtomicBool::new(sealed),
+            value_files: Mutex::new(handles),
+            gc_wanted: AtomicBool::new(gc_wanted),
+            value_log,
+            full_width,
+            full_pending: AtomicBool::new(false),
         })
     }
 
@@ -450,10 +561,13 @@ impl<W: Wal> Shard<W> {
             }
         }
         for run in &view.runs {
-            if let Some((kind, value)) = run.get_owned(key)? {
-                return match kind {
-                    EntryKind::Delete => Ok(Some(None)),
-                    EntryKind::Put => Ok(Some(Some(value))),
+            if let Some((kind, stored)) = run.get_owned(key)? {
+                return match (kind, stored) {
+                    (EntryKind::Delete, _) => Ok(Some(None)),
+                    (EntryKind::Put, StoredValue::Inline(value)) => Ok(Some(Some(value))),
+                    (EntryKind::Put, StoredValue::Pointer(p)) => {
+                        Ok(Some(Some(read_pointed(self.wal.as_ref(), &self.dir, &p)?)))
+                    }
                 };
             }
         }
@@ -469,7 +583,8 @@ impl<W: Wal> Shard<W> {
             return Ok((0, 0));
         }
         let seg = self.wal.rotate().map_err(|e| self.poison(e))?;
-        let old = std::mem::replace(&mut st.active, Arc::new(Memtable::new(seg)));
+        let counting = self.full_width.is_some();
+        let old = std::mem::replace(&mut st.active, Arc::new(Memtable::counting(seg, counting)));
         let bytes = (old.wal_bytes(), old.memory_bytes());
         st.frozen.insert(0, old);
         drop(st);
@@ -488,7 +603,9 @@ impl<W: Wal> Shard<W> {
             active_entries: st.active.len() as u64,
             frozen_bytes: st.frozen.iter().map(|m| m.wal_bytes()).collect(),
             run_bytes: st.runs.iter().map(|r| r.file_len()).collect(),
-            complete: self.complete.load(Ordering::Relaxed),
+            complete: self.complete.load(Ordering::Relaxed)
+                || self.full_pending.load(Ordering::Relaxed),
+            value_garbage: self.gc_wanted.load(Ordering::Relaxed),
         }
     }
 
@@ -582,9 +699,50 @@ impl<W: Wal> Shard<W> {
         Ok(())
     }
 
-    /// Marks the shard complete (writes have moved past it); returns whether it was not yet.
-    pub fn mark_complete(&self) -> bool {
-        !self.complete.swap(true, Ordering::Relaxed)
+    /// For a range shard that completes when full: whether it may hold a key for every
+    /// prefix of its range now (the distinct prefixes of its memtables and runs, an upper
+    /// bound, reach its width) and was not known to before. The caller queues a compaction,
+    /// which merges the shard whole and counts exactly.
+    pub fn check_full(&self) -> bool {
+        let Some(width) = self.full_width else {
+            return false;
+        };
+        if self.complete.load(Ordering::Relaxed) || self.full_pending.load(Ordering::Relaxed) {
+            return false;
+        }
+        let upper: u64 = {
+            let st = self.state.read();
+            std::iter::once(&st.active)
+                .chain(st.frozen.iter())
+                .map(|m| m.prefixes())
+                .chain(st.runs.iter().map(|r| r.prefixes()))
+                .sum()
+        };
+        upper >= width && !self.full_pending.swap(true, Ordering::Relaxed)
+    }
+
+    /// After a compaction: a range shard merged whole into one run holding every prefix of its
+    /// range is complete; otherwise it waits for more writes.
+    fn settle_full(&self) {
+        let Some(width) = self.full_width else {
+            return;
+        };
+        if !self.full_pending.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let st = self.state.read();
+        if st.active.is_empty()
+            && st.frozen.is_empty()
+            && st.runs.len() == 1
+            && st.runs[0].prefixes() >= width
+        {
+            self.complete.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the shard is complete (holds a key for every prefix of its range).
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
     }
 
     /// Runs one compaction chosen by `choose` from the shard's shape: optionally freezes the
@@ -645,6 +803,23 @@ impl<W: Wal> Shard<W> {
             bytes_in,
         });
         let run_id = manifest.next_run_id;
+        // Value files over the garbage ratio are collected by a compaction that merges every
+        // run (no run left behind can point into them afterwards).
+        let ratio = self.value_log.gc_ratio;
+        let mut values = ValueCopy {
+            threshold_bytes: self.value_log.threshold_bytes,
+            collected: if older.is_empty() {
+                manifest
+                    .value_files
+                    .iter()
+                    .filter(|v| over_gc_ratio(manifest, v, ratio))
+                    .map(|v| v.segment)
+                    .collect()
+            } else {
+                Default::default()
+            },
+            ..Default::default()
+        };
         let merged = self.merge_into_run(
             run_id,
             &frozen,
@@ -653,6 +828,7 @@ impl<W: Wal> Shard<W> {
             drop_tombstones,
             bytes_in,
             indexes,
+            &mut values,
         );
         let (new_run, mut report, kind_name) = merged.inspect_err(|_| {
             let _ = self
@@ -666,10 +842,13 @@ impl<W: Wal> Shard<W> {
         let wal_floor = frozen
             .first()
             .map_or(manifest.wal_floor, |m| m.segment().0 + 1);
-        let next = next_manifest(manifest, run_id, merged_runs, wal_floor, new_run.as_ref());
+        let mut next = next_manifest(manifest, run_id, merged_runs, wal_floor, new_run.as_ref());
+        self.next_value_files(&mut next, inputs, &frozen, new_run.as_ref(), &values.refs)?;
         manifest::write_shard(self.fs.as_ref(), &self.dir.join(SHARD_MANIFEST_FILE), &next)?;
         *manifest = next;
         self.install(wal_floor, new_run.as_ref().map(|(r, _)| r), older);
+        self.update_value_files(manifest, new_run.as_ref().map(|(r, _)| r));
+        self.settle_full();
         if new_run.is_some() {
             self.name_of_kind.lock().insert(run_id, kind_name);
         }
@@ -709,7 +888,8 @@ impl<W: Wal> Shard<W> {
             (st.frozen.clone(), st.runs.clone())
         };
         let merged_runs = plan.runs.min(runs.len());
-        if frozen.is_empty() && merged_runs <= 1 {
+        let collects = merged_runs == runs.len() && self.gc_wanted.load(Ordering::Relaxed);
+        if frozen.is_empty() && merged_runs <= 1 && !(collects && merged_runs == 1) {
             return Ok(None);
         }
         Ok(Some((frozen, runs, merged_runs)))
@@ -727,23 +907,121 @@ impl<W: Wal> Shard<W> {
 
     /// Lets go of a compaction's inputs: each merged WAL segment is removed once the last
     /// reader of its memtable is gone, each merged run once its last reader is.
+    /// A merged segment that became a value file stays; the memtable holds its handle, so
+    /// that its readers can still read it after a later collection.
     fn retire(&self, frozen: Vec<Arc<Memtable>>, inputs: &[Arc<Run>]) {
+        let files = self.value_files.lock();
         for mem in frozen {
-            let wal = self.wal.clone();
             let seg = mem.segment();
-            let events = self.events.clone();
-            mem.on_release(Box::new(move || {
-                if let Err(e) = wal.remove_segment(seg) {
-                    events.event(&Event::BackgroundError {
-                        error: e.to_string(),
-                    });
-                }
-            }));
+            if let Some(handle) = files.get(&seg.0) {
+                let handle = handle.clone();
+                mem.on_release(Box::new(move || drop(handle)));
+                continue;
+            }
+            mem.on_release(self.segment_removal(seg));
         }
         for run in inputs {
             run.mark_obsolete();
             self.name_of_kind.lock().remove(&run.id());
         }
+    }
+
+    /// Removes WAL segment (or value file) `seg`, reporting a failure as an event.
+    fn segment_removal(&self, seg: SegmentId) -> Box<dyn FnOnce() + Send + Sync> {
+        let wal = self.wal.clone();
+        let events = self.events.clone();
+        Box::new(move || {
+            if let Err(e) = wal.remove_segment(seg) {
+                events.event(&Event::BackgroundError {
+                    error: e.to_string(),
+                });
+            }
+        })
+    }
+
+    /// After a compaction's manifest is durable: new value files get handles, the new run
+    /// holds the files it points into, and the files no live run points into any more are
+    /// removed once their last reader lets go. Then decides whether a collection is due.
+    fn update_value_files(&self, manifest: &ShardManifest, new_run: Option<&Arc<Run>>) {
+        let mut files = self.value_files.lock();
+        for v in &manifest.value_files {
+            files.entry(v.segment).or_insert_with(ValueFileHandle::new);
+        }
+        let live: std::collections::BTreeSet<u64> =
+            manifest.value_files.iter().map(|v| v.segment).collect();
+        let dead: Vec<u64> = files
+            .keys()
+            .filter(|s| !live.contains(s))
+            .copied()
+            .collect();
+        for seg in dead {
+            if let Some(handle) = files.remove(&seg) {
+                *handle.remove.lock() = Some(self.segment_removal(SegmentId(seg)));
+            }
+        }
+        if let Some(run) = new_run {
+            for r in manifest.value_refs.iter().filter(|r| r.run == run.id()) {
+                if let Some(h) = files.get(&r.segment) {
+                    run.hold(h.clone());
+                }
+            }
+        }
+        let ratio = self.value_log.gc_ratio;
+        let wanted = manifest
+            .value_files
+            .iter()
+            .any(|v| over_gc_ratio(manifest, v, ratio));
+        self.gc_wanted.store(wanted, Ordering::Relaxed);
+    }
+
+    /// The value files and references of `next`, the manifest after a compaction that merged
+    /// `inputs` and `frozen` into `new_run`, which points at `refs` bytes per value file: the
+    /// inputs' references leave, the new run's come, merged segments it points into become
+    /// value files, and files no run points into any more leave the list.
+    fn next_value_files(
+        &self,
+        next: &mut ShardManifest,
+        inputs: &[Arc<Run>],
+        frozen: &[Arc<Memtable>],
+        new_run: Option<&(Arc<Run>, u8)>,
+        refs: &BTreeMap<u64, u64>,
+    ) -> Result<()> {
+        let merged: Vec<u64> = inputs.iter().map(|r| r.id()).collect();
+        next.value_refs.retain(|r| !merged.contains(&r.run));
+        if let Some((run, _)) = new_run {
+            for (&segment, &bytes) in refs {
+                next.value_refs.push(ValueRef {
+                    run: run.id(),
+                    segment,
+                    bytes,
+                });
+            }
+        }
+        for mem in frozen {
+            let seg = mem.segment();
+            if refs.contains_key(&seg.0) && new_run.is_some() {
+                let path = self.dir.join(layout::segment_file_name(seg));
+                let file_bytes = self
+                    .fs
+                    .metadata(&path)
+                    .map_err(|e| Error::io("reading metadata of", &path, e))?
+                    .len;
+                next.value_files.push(ValueFile {
+                    segment: seg.0,
+                    file_bytes,
+                });
+            }
+        }
+        next.value_files.sort_by_key(|v| v.segment);
+        let live: std::collections::BTreeSet<u64> =
+            next.value_refs.iter().map(|r| r.segment).collect();
+        next.value_files.retain(|v| live.contains(&v.segment));
+        Ok(())
+    }
+
+    /// Whether a value file is over the garbage ratio (a collection is due).
+    pub fn wants_collection(&self) -> bool {
+        self.gc_wanted.load(Ordering::Relaxed)
     }
 
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
@@ -756,6 +1034,7 @@ impl<W: Wal> Shard<W> {
         drop_tombstones: bool,
         bytes_in: u64,
         indexes: &Indexes,
+        values: &mut ValueCopy,
     ) -> Result<(Option<(Arc<Run>, u8)>, CompactionReport, &'static str)> {
         let kind = indexes.policy.choose(bytes_in);
         let factory = indexes.by_kind(kind.0).ok_or_else(|| {
@@ -775,8 +1054,9 @@ impl<W: Wal> Shard<W> {
         // A tombstone is kept while a run older than this compaction may hold the key.
         let keep_tombstone =
             |key: &[u8]| !drop_tombstones && older.iter().any(|r| r.index().may_contain(key));
-        self.copy_merged(Merger::new(inputs), &mut writer, &keep_tombstone)?;
+        self.copy_merged(Merger::new(inputs), &mut writer, &keep_tombstone, values)?;
         let entries_out = writer.entries();
+        let prefixes = writer.prefixes();
         if entries_out == 0 {
             drop(writer);
             let _ = self
@@ -802,6 +1082,7 @@ impl<W: Wal> Shard<W> {
             &finished.identity,
         )?;
         let run = Arc::new(Run::open(&self.dir, run_id, index, &indexes.files)?);
+        run.set_prefixes(prefixes);
         let report = CompactionReport {
             bytes_in,
             bytes_out: run.file_len(),
@@ -831,16 +1112,62 @@ impl<W: Wal> Shard<W> {
 
     /// Streams the newest version of every key into `writer`, one value chunk at a time;
     /// tombstones only where `keep_tombstone` says an older run may still hold the key.
+    ///
+    /// Values go by `values`: a memtable value of at least the threshold becomes a pointer
+    /// into its WAL segment (not read, not copied); a run's pointer is copied as it is, unless
+    /// it points into a file being collected, whose value is then copied into the run.
     fn copy_merged(
         &self,
         mut merge: Merger<Input>,
         writer: &mut RunWriter,
         keep_tombstone: &dyn Fn(&[u8]) -> bool,
+        values: &mut ValueCopy,
     ) -> Result<()> {
         let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
         let mut copy_record = |key: Vec<u8>, input: &mut Input| -> Result<Option<()>> {
             let (kind, tag, seq, value_len) = input.meta();
             if kind == EntryKind::Delete && !keep_tombstone(&key) {
+                return Ok(Some(()));
+            }
+            let pointer = match input {
+                Input::Mem(m)
+                    if kind == EntryKind::Put
+                        && value_len as u64 >= values.threshold_bytes
+                        && value_len > 0 =>
+                {
+                    let pos = m.current().1.pos;
+                    Some(ValuePointer {
+                        segment: pos.segment,
+                        offset: pos.value_offset,
+                        len: pos.value_len,
+                        checksum: self.wal.value_checksum(pos)?,
+                    })
+                }
+                Input::Mem(_) => None,
+                Input::Run(s) => s.pointer()?,
+            };
+            if let Some(p) = pointer {
+                if !values.collected.contains(&p.segment.0) {
+                    writer.add_pointer(&key, tag, seq, &p)?;
+                    *values.refs.entry(p.segment.0).or_default() += p.len as u64;
+                    return Ok(Some(()));
+                }
+                // Collected: the value moves into the run, checked on the way.
+                let stored = self.wal.value_checksum(p.pos())?;
+                if stored != p.checksum {
+                    return Err(Error::ChecksumMismatch {
+                        file: self.dir.join(layout::segment_file_name(p.segment)),
+                        offset: p.offset,
+                        what: "value a run points at",
+                        expected: p.checksum,
+                        actual: stored,
+                    });
+                }
+                writer.begin_record(&key, kind, tag, seq, p.len as usize)?;
+                self.wal
+                    .copy_value(p.pos(), &mut chunk, &mut |c| writer.value_chunk(c))?;
+                values.collected_bytes += p.len as u64;
+                writer.end_record()?;
                 return Ok(Some(()));
             }
             writer.begin_record(&key, kind, tag, seq, value_len)?;
@@ -911,7 +1238,21 @@ impl<W: Wal> Shard<W> {
     pub fn stats(&self) -> ShardStats {
         // The manifest lock comes before the state lock (a compaction holds the manifest while
         // it installs into the state): read the seal first.
-        let seal = self.seal();
+        let (seal, value_files, value_log_bytes, value_log_garbage_bytes) = {
+            let m = self.manifest.lock();
+            let bytes: u64 = m.value_files.iter().map(|v| v.file_bytes).sum();
+            let live: u64 = m
+                .value_files
+                .iter()
+                .map(|v| m.live_value_bytes(v.segment).min(v.file_bytes))
+                .sum();
+            (
+                m.seal.clone(),
+                m.value_files.len() as u64,
+                bytes,
+                bytes - live,
+            )
+        };
         let st = self.state.read();
         let names = self.name_of_kind.lock();
         let mut s = ShardStats {
@@ -919,6 +1260,10 @@ impl<W: Wal> Shard<W> {
             wal: self.wal.stats(),
             poisoned: self.is_poisoned(),
             seal,
+            value_files,
+            value_log_bytes,
+            value_log_garbage_bytes,
+            complete: self.is_complete(),
             ..Default::default()
         };
         for m in std::iter::once(&st.active).chain(st.frozen.iter()) {
@@ -956,6 +1301,25 @@ fn check_manifest_fields(manifest: &ShardManifest, path: &Path) -> Result<()> {
         return bad(format!(
             "is sealed but names {} runs; a sealed shard has at most one",
             manifest.runs.len()
+        ));
+    }
+    let runs: std::collections::BTreeSet<u64> = manifest.runs.iter().map(|r| r.id).collect();
+    let mut last = None;
+    for v in &manifest.value_files {
+        if v.segment >= manifest.wal_floor || last.is_some_and(|l| l >= v.segment) {
+            return bad(format!(
+                "lists value file {} out of order or at or above its WAL floor {}",
+                v.segment, manifest.wal_floor
+            ));
+        }
+        last = Some(v.segment);
+    }
+    if let Some(r) = manifest.value_refs.iter().find(|r| {
+        !runs.contains(&r.run) || manifest.value_files.iter().all(|v| v.segment != r.segment)
+    }) {
+        return bad(format!(
+            "says run {} points into value file {}, but lists no such run or file",
+            r.run, r.segment
         ));
     }
     if manifest.last_seq >= u64::MAX / 2 {
@@ -1080,6 +1444,19 @@ impl MemCursor {
 enum Input {
     Mem(MemCursor),
     Run(Box<RunStream>),
+}
+
+/// How one compaction treats values, and what it found.
+#[derive(Debug, Default)]
+struct ValueCopy {
+    /// Memtable values of at least this many bytes become pointers.
+    threshold_bytes: u64,
+    /// Value files being collected: values they hold are copied into the run.
+    collected: std::collections::BTreeSet<u64>,
+    /// Bytes the new run points at, per value file.
+    refs: BTreeMap<u64, u64>,
+    /// Bytes copied out of collected files.
+    collected_bytes: u64,
 }
 
 impl MergeSource for Input {

@@ -65,6 +65,65 @@ pub struct WalPos {
     pub value_len: u32,
 }
 
+/// Where a separated value lives: a byte range of a value file (a WAL segment kept after
+/// compaction, see `docs/FORMAT.md`) and the checksum of the value's bytes. Runs store this
+/// instead of values of at least `Options::value_log_threshold_bytes`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ValuePointer {
+    /// The value file: the WAL segment the value was first written to.
+    pub segment: SegmentId,
+    /// Offset of the value's first byte in the file.
+    pub offset: u64,
+    /// Length of the value in bytes.
+    pub len: u32,
+    /// `checksum` (xxh3-64) of the value's bytes.
+    pub checksum: u64,
+}
+
+/// Bytes of an encoded [`ValuePointer`]: segment u64, offset u64, length u32, 4 reserved
+/// (zero) bytes, checksum u64; little-endian.
+pub const VALUE_POINTER_BYTES: usize = 32;
+
+impl ValuePointer {
+    /// The WAL position the pointer names.
+    pub fn pos(&self) -> WalPos {
+        WalPos {
+            segment: self.segment,
+            value_offset: self.offset,
+            value_len: self.len,
+        }
+    }
+
+    /// The fixed-width encoding.
+    pub fn encode(&self) -> [u8; VALUE_POINTER_BYTES] {
+        let mut b = [0u8; VALUE_POINTER_BYTES];
+        b[0..8].copy_from_slice(&self.segment.0.to_le_bytes());
+        b[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        b[16..20].copy_from_slice(&self.len.to_le_bytes());
+        b[24..32].copy_from_slice(&self.checksum.to_le_bytes());
+        b
+    }
+
+    /// Decodes `b`; `None` unless it is exactly [`VALUE_POINTER_BYTES`] long with zero
+    /// reserved bytes and a length within [`crate::MAX_VALUE_BYTES`].
+    pub fn decode(b: &[u8]) -> Option<ValuePointer> {
+        if b.len() != VALUE_POINTER_BYTES || b[20..24] != [0; 4] {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"));
+        if len as usize > crate::limits::MAX_VALUE_BYTES {
+            return None;
+        }
+        Some(ValuePointer {
+            segment: SegmentId(u64_at(0)),
+            offset: u64_at(8),
+            len,
+            checksum: u64_at(24),
+        })
+    }
+}
+
 /// One operation of a batch, borrowed.
 #[derive(Copy, Clone, Debug)]
 pub struct OpRef<'a> {

@@ -46,7 +46,8 @@ pub struct WalStats {
 /// A shard's write-ahead log: segmented, append-only, read back by position.
 pub trait Wal: Send + Sync + Sized + 'static {
     /// Opens (or creates) the log in `dir` of `fs`. Segments numbered below `floor` are already
-    /// compacted: they are deleted. Every intact record of the remaining segments is passed to
+    /// compacted: they are deleted, except the `values` ones (value files runs point into),
+    /// which stay open for reads and are not replayed; a missing or damaged one is an error. Every intact record of the remaining segments is passed to
     /// `replay`, in log order, by walking headers only (values are not read). A torn tail of the
     /// newest segment is truncated (with an event); damage anywhere else is an error naming the
     /// file and offset. New records get sequence numbers above `last_seq` and above every
@@ -55,6 +56,7 @@ pub trait Wal: Send + Sync + Sized + 'static {
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         floor: SegmentId,
+        values: &[SegmentId],
         last_seq: SeqNo,
         events: Arc<dyn EventSink>,
         replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
@@ -78,6 +80,10 @@ pub trait Wal: Send + Sync + Sized + 'static {
     /// Reads one value whole and checks its checksum.
     fn read_value(&self, pos: WalPos) -> Result<Vec<u8>>;
 
+    /// The checksum stored with the value at `pos` (what a value pointer records), read
+    /// without reading the value.
+    fn value_checksum(&self, pos: WalPos) -> Result<u64>;
+
     /// Streams one value to `sink` through `chunk` (its length is the chunk size), checking the
     /// checksum at the end: on a mismatch, `sink` has seen bytes but an error is returned.
     fn copy_value(
@@ -87,7 +93,8 @@ pub trait Wal: Send + Sync + Sized + 'static {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()>;
 
-    /// Deletes a frozen segment whose contents are compacted. Never the active one.
+    /// Deletes a frozen segment whose contents are compacted, or a value file no run points
+    /// into any more. Never the active one.
     fn remove_segment(&self, segment: SegmentId) -> Result<()>;
 
     /// Current figures.

@@ -355,7 +355,7 @@ impl HistoryStore {
         }
         let mut o = Options::new();
         o.durability = options.durability;
-        o.compaction.complete_behind_writes = false;
+        o.compaction.complete_when_full = false;
         let db = if dir.join(strata_engine::format::DB_FILE).exists() {
             Db::open_existing_with(dir, o)?
         } else {

@@ -186,8 +186,24 @@ fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()>
     for id in runs {
         let file = shard.join(format::run_file_name(id));
         let mut gaps = Vec::new();
-        let mut visit =
-            |r: RunRecord<'_>| apply(db, &file, r.key, r.kind, r.tag, r.value, r.offset, report);
+        let mut visit = |r: RunRecord<'_>| match r.pointer {
+            // A separated value is read from its value file; one that does not read back
+            // whole is dropped like a damaged record.
+            Some(p) => {
+                let value = format::read_pointed_value(shard, &p).ok();
+                apply(
+                    db,
+                    &file,
+                    r.key,
+                    r.kind,
+                    r.tag,
+                    value.as_deref(),
+                    r.offset,
+                    report,
+                )
+            }
+            None => apply(db, &file, r.key, r.kind, r.tag, r.value, r.offset, report),
+        };
         let mut gap = |offset: u64, bytes: u64, e: &Error| {
             gaps.push(Dropped {
                 file: file.clone(),

@@ -31,7 +31,7 @@ fn a_sealed_shard_refuses_writes_survives_reopen_and_verify_checks_its_digest() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let mut o = strata_tests::options(strata::Sharding::Range { width: 10 });
-    o.compaction.complete_behind_writes = false;
+    o.compaction.complete_when_full = false;
     let db = strata::Db::open(&path, o.clone()).unwrap();
     for k in 0u64..25 {
         db.put(&k.to_be_bytes(), format!("v{k}").as_bytes())

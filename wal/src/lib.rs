@@ -211,6 +211,7 @@ fn list_segments(
     fs: &dyn FileSystem,
     dir: &Path,
     floor: SegmentId,
+    values: &[SegmentId],
     events: &dyn EventSink,
 ) -> Result<Vec<SegmentId>> {
     let mut ids = Vec::new();
@@ -234,7 +235,7 @@ fn list_segments(
             ),
         ));
     }
-    for id in ids.iter().filter(|id| **id < floor) {
+    for id in ids.iter().filter(|id| **id < floor && !values.contains(id)) {
         let path = dir.join(segment_file_name(*id));
         fs.remove_file(&path)
             .map_err(|e| Error::io("removing", &path, e))?;
@@ -242,6 +243,20 @@ fn list_segments(
     }
     ids.retain(|id| *id >= floor);
     Ok(ids)
+}
+
+/// Opens value file `id` (a segment below the floor that runs point into) for reads: it must
+/// exist, hold at least its header, and its header must name it. Its records are not walked.
+fn open_value_file(fs: &Arc<dyn FileSystem>, dir: &Path, id: SegmentId) -> Result<Segment> {
+    let path = dir.join(segment_file_name(id));
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("opening value file", &path, e))?;
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    file.read_exact_at(&mut h, 0)
+        .map_err(|e| Error::io("reading the header of value file", &path, e))?;
+    crate::format::check_segment_header(&h, &path, id.0)?;
+    Ok(Segment::new(fs, id, path, file))
 }
 
 /// Opens segment `id`, passes the records of its complete batches to `replay` (raising
@@ -548,12 +563,19 @@ impl Wal for FileWal {
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         floor: SegmentId,
+        values: &[SegmentId],
         last_seq: SeqNo,
         events: Arc<dyn EventSink>,
         replay: &mut dyn FnMut(RecoveredRecord<'_>) -> Result<()>,
     ) -> Result<FileWal> {
-        let ids = list_segments(fs.as_ref(), dir, floor, &*events)?;
+        let ids = list_segments(fs.as_ref(), dir, floor, values, &*events)?;
         let mut segments = BTreeMap::new();
+        for &id in values {
+            let seg = open_value_file(&fs, dir, id)?;
+            // Read through the descriptor cache like any released segment.
+            seg.release();
+            segments.insert(id, Arc::new(seg));
+        }
         let mut max_seq = last_seq;
         let mut bytes_read = 0;
         let mut active: Option<(Arc<Segment>, u64)> = None;
@@ -681,6 +703,15 @@ impl Wal for FileWal {
         }
         buf.truncate(pos.value_len as usize);
         Ok(buf)
+    }
+
+    fn value_checksum(&self, pos: WalPos) -> Result<u64> {
+        let seg = self.segment(pos.segment)?;
+        let mut sum = [0u8; VALUE_CHECKSUM_BYTES];
+        seg.file()?
+            .read_exact_at(&mut sum, pos.value_offset + pos.value_len as u64)
+            .map_err(|e| Error::io("reading", &seg.path, e))?;
+        Ok(u64::from_le_bytes(sum))
     }
 
     fn copy_value(
