@@ -249,6 +249,10 @@ pub struct IngestReport {
     pub compaction: CompactionFigures,
     /// Bytes written to disk (WAL records and runs) per byte of payload.
     pub write_amplification: f64,
+    /// Bytes of value files at the end (WAL segments that runs point into).
+    pub value_log_bytes: u64,
+    /// Bytes of value files no live run points at, at the end.
+    pub value_log_garbage_bytes: u64,
     /// The RSS timeline.
     pub samples: Vec<Sample>,
     /// The events.
@@ -372,6 +376,7 @@ pub fn ingest_from(
     // Peak of the ingest itself; the verification reads below fault in index pages (the disk
     // index's working set, about 24 bytes per block here) that the ingest never needed.
     let peak_rss_bytes = Rss::now().vm_hwm;
+    let stats = db.stats();
     verify_blocks(&db, p, &mut rng)?;
     let samples = sampler.finish();
     Arc::into_inner(db)
@@ -388,6 +393,8 @@ pub fn ingest_from(
         compaction,
         samples,
         events,
+        value_log_bytes: stats.value_log_bytes,
+        value_log_garbage_bytes: stats.value_log_garbage_bytes,
     })
 }
 

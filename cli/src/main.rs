@@ -467,7 +467,7 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
     let c = r.compaction;
     if a.common.json {
         println!(
-            "{{\"payload_bytes\":{},\"wall_s\":{:.3},\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"compactions\":{},\"max_concurrent_compactions\":{},\"stall_ms\":{:.1},\"write_amplification\":{:.3}}}",
+            "{{\"payload_bytes\":{},\"wall_s\":{:.3},\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"compactions\":{},\"max_concurrent_compactions\":{},\"stall_ms\":{:.1},\"write_amplification\":{:.3},\"value_log_bytes\":{},\"value_log_garbage_bytes\":{}}}",
             r.payload_bytes,
             r.wall_s,
             r.payload_mb_per_s(),
@@ -475,7 +475,9 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
             c.compactions,
             c.max_concurrent,
             c.stall_ms,
-            r.write_amplification
+            r.write_amplification,
+            r.value_log_bytes,
+            r.value_log_garbage_bytes
         );
     } else {
         println!(
@@ -495,6 +497,11 @@ fn bench_ingest(a: IngestArgs) -> CliResult {
         println!(
             "  write amp.       {:.2} bytes written per payload byte",
             r.write_amplification
+        );
+        println!(
+            "  value log        {:.1} MiB in value files, {:.1} MiB of it garbage",
+            mib(r.value_log_bytes),
+            mib(r.value_log_garbage_bytes)
         );
     }
     finish_bench(

@@ -203,10 +203,12 @@ fn ingest(engine: Engine, dir: &Path, blocks: u64) {
     if engine == Engine::Strata {
         let r = strata_bench::ingest(dir, &p, &mut |_| {}).expect("strata ingest");
         println!(
-            "{{\"engine\":\"strata\",\"workload\":\"ingest\",\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"wall_s\":{:.2}}}",
+            "{{\"engine\":\"strata\",\"workload\":\"ingest\",\"blocks\":{blocks},\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"wall_s\":{:.2},\"write_amplification\":{:.3},\"stall_ms\":{:.1}}}",
             r.payload_mb_per_s(),
             mib(r.peak_rss_bytes),
-            r.wall_s
+            r.wall_s,
+            r.write_amplification,
+            r.compaction.stall_ms
         );
         return;
     }
@@ -253,7 +255,7 @@ fn ingest(engine: Engine, dir: &Path, blocks: u64) {
     } else {
         "rocksdb"
     };
-    println!("{{\"engine\":\"{name}\",\"workload\":\"ingest\",\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"wall_s\":{:.2}}}", mib(payload) / wall, mib(peak), wall);
+    println!("{{\"engine\":\"{name}\",\"workload\":\"ingest\",\"blocks\":{blocks},\"payload_mb_per_s\":{:.1},\"peak_rss_mb\":{:.1},\"wall_s\":{:.2}}}", mib(payload) / wall, mib(peak), wall);
 }
 
 fn state(engine: Engine, dir: &Path, keys: u64, lookups: u64) {

@@ -48,8 +48,14 @@ pub struct Stats {
     pub index_keys: u64,
     /// Memory of run indexes.
     pub index_bytes: u64,
-    /// Bytes of live WAL segments.
+    /// Bytes of live WAL segments, value files included.
     pub wal_bytes: u64,
+    /// Value files (WAL segments kept because runs point into them).
+    pub value_files: u64,
+    /// Bytes of value files.
+    pub value_log_bytes: u64,
+    /// Bytes of value files no live run points at (what collection reclaims).
+    pub value_log_garbage_bytes: u64,
     /// Bytes of frozen, uncompacted WAL values.
     pub wal_debt_bytes: u64,
     /// Bytes read from disk to recover the WALs at open.
@@ -576,6 +582,9 @@ impl<W: Wal> Engine<W> {
             s.memtable_bytes += st.memtable_bytes;
             s.wal_bytes += st.wal.bytes;
             s.recovery_bytes_read += st.wal.recovery_bytes_read;
+            s.value_files += st.value_files;
+            s.value_log_bytes += st.value_log_bytes;
+            s.value_log_garbage_bytes += st.value_log_garbage_bytes;
             for r in &st.runs {
                 s.runs += 1;
                 s.run_bytes += r.file_bytes;

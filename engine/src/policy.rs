@@ -73,8 +73,10 @@ pub fn should_rotate(shape: &ShardShape, o: &PolicyOptions) -> bool {
 /// The next compaction of a shard, or `None` when there is nothing worth doing.
 pub fn plan(shape: &ShardShape, o: &PolicyOptions) -> Option<Plan> {
     if shape.complete {
-        let pending =
-            shape.active_entries > 0 || !shape.frozen_bytes.is_empty() || shape.run_bytes.len() > 1;
+        let pending = shape.active_entries > 0
+            || !shape.frozen_bytes.is_empty()
+            || shape.run_bytes.len() > 1
+            || (shape.value_garbage && !shape.run_bytes.is_empty());
         return pending.then_some(Plan {
             freeze_active: true,
             runs: shape.run_bytes.len(),

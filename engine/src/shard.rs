@@ -721,8 +721,9 @@ impl<W: Wal> Shard<W> {
         upper >= width && !self.full_pending.swap(true, Ordering::Relaxed)
     }
 
-    /// After a compaction: a range shard merged whole into one run holding every prefix of its
-    /// range is complete; otherwise it waits for more writes.
+    /// After a compaction planned while the shard may be full (so it merged it whole): one run
+    /// holding every prefix of its range makes it complete; otherwise it waits for more
+    /// writes.
     fn settle_full(&self) {
         let Some(width) = self.full_width else {
             return;
@@ -787,6 +788,8 @@ impl<W: Wal> Shard<W> {
         gate: &StallGate,
         choose: &dyn Fn(&ShardShape) -> Option<Plan>,
     ) -> Result<CompactionReport> {
+        // Set before this plan is made: the plan merges the shard whole, and counts it.
+        let counts_full = self.full_pending.load(Ordering::Relaxed);
         let Some((frozen, runs, merged_runs)) = self.plan_inputs(gate, choose)? else {
             return Ok(CompactionReport::default());
         };
@@ -848,7 +851,9 @@ impl<W: Wal> Shard<W> {
         *manifest = next;
         self.install(wal_floor, new_run.as_ref().map(|(r, _)| r), older);
         self.update_value_files(manifest, new_run.as_ref().map(|(r, _)| r));
-        self.settle_full();
+        if counts_full {
+            self.settle_full();
+        }
         if new_run.is_some() {
             self.name_of_kind.lock().insert(run_id, kind_name);
         }

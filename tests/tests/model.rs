@@ -89,7 +89,8 @@ enum Compaction {
     /// The defaults: background compaction whose thresholds this test never reaches, so
     /// compactions come from the model's `compact` calls and from range shards completing.
     Default,
-    /// Tiny thresholds: many rotations and background compactions, and write stalls.
+    /// Tiny thresholds: many rotations and background compactions, write stalls, values in
+    /// value files and their collection.
     AutoTiny,
 }
 
@@ -116,6 +117,10 @@ fn options(
         o.compaction.stall_slowdown_bytes = 8 << 10;
         o.compaction.stall_stop_bytes = 24 << 10;
         o.compaction.stall_slowdown_delay_us = 50;
+        // Nearly every value separated into value files, and collection whenever a fifth of
+        // a file is garbage: pointers, value files and collections all the time.
+        o.value_log_threshold_bytes = 8;
+        o.value_log_gc_ratio = 0.2;
     }
     o
 }

@@ -24,6 +24,7 @@ fn open(dir: &Path) -> (Result<FileWal, Error>, Vec<Rec>, Vec<Event>) {
         strata_engine::StdFs::shared(),
         dir,
         SegmentId(0),
+        &[],
         SeqNo(0),
         log.clone(),
         &mut |r| {

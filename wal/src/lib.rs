@@ -721,6 +721,21 @@ impl Wal for FileWal {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let seg = self.segment(pos.segment)?;
+        let len = pos.value_len as usize;
+        if len + VALUE_CHECKSUM_BYTES <= chunk.len() {
+            // A value that fits the chunk with its checksum: one read.
+            let buf = &mut chunk[..len + VALUE_CHECKSUM_BYTES];
+            seg.file()?
+                .read_exact_at(buf, pos.value_offset)
+                .map_err(|e| Error::io("reading", &seg.path, e))?;
+            let (value, sum) = buf.split_at(len);
+            let expected = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+            let actual = checksum(value);
+            if expected != actual {
+                return Err(Self::value_error(&seg, pos, expected, actual));
+            }
+            return sink(value);
+        }
         let mut hash = xxhash_rust::xxh3::Xxh3::new();
         let mut at = pos.value_offset;
         let mut left = pos.value_len as usize;
