@@ -192,6 +192,11 @@ fn opening_reads_index_files_not_runs() {
         IndexPolicy::Always(DISK_KIND),
     ] {
         let dir = tempfile::tempdir().unwrap();
+        // Values inline: this test is about runs of many megabytes.
+        let options = |policy, exp, log| Options {
+            value_log_threshold_bytes: u64::MAX,
+            ..options(policy, exp, log)
+        };
         let db = Db::open(dir.path(), options(policy, 14, Arc::default())).unwrap();
         let big = vec![7u8; 4096];
         for i in 0..4_000u32 {
