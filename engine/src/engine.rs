@@ -561,6 +561,29 @@ impl<W: Wal> Engine<W> {
         self.shard(shard).and_then(|s| s.seal())
     }
 
+    /// Moves every memtable into runs the way the policy would on rotation (as RocksDB's
+    /// `flush`): freezes each shard's active memtable, compacts what is frozen (merged into
+    /// the newest runs by the growth factor, not the whole shard) and waits for it. Without a
+    /// background compactor, compacts in the caller.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let policy = self.inner.options.compaction.policy;
+        for id in self.shards() {
+            let Some(s) = self.shard(id) else { continue };
+            let (wal, memory) = s.freeze()?;
+            if self.inner.compactor.get().is_some() {
+                self.inner.gate.add(wal, memory);
+                self.inner.enqueue(id);
+            } else {
+                self.inner.gate.add(wal, memory);
+                self.inner
+                    .run_compaction(id, &|shape| crate::policy::plan(shape, &policy))?;
+            }
+        }
+        self.wait_for_compactions();
+        Ok(())
+    }
+
     /// Compacts every shard, one after another.
     pub fn compact_all(&self) -> Result<()> {
         for id in self.shards() {

@@ -86,33 +86,36 @@ impl Memtable {
             Ordering::Relaxed,
         );
         let mut map = self.map.write();
-        match map.get_mut(key) {
-            Some(old) if old.seq >= entry.seq => {}
-            Some(old) => {
-                *old = entry;
+        // Range shards count distinct prefixes; keys of one prefix are neighbours in key order.
+        let new_prefix = self.count_prefixes && !map.contains_key(key) && {
+            let prefix = crate::options::Sharding::prefix_u64(key);
+            let same = |k: Option<(&Vec<u8>, &MemEntry)>| {
+                k.is_some_and(|(k, _)| crate::options::Sharding::prefix_u64(k) == prefix)
+            };
+            let before = map
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(key)))
+                .next_back();
+            let after = map
+                .range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded))
+                .next();
+            !same(before) && !same(after)
+        };
+        // One search otherwise: the key is almost always new, and its copy is needed then.
+        match map.entry(key.to_vec()) {
+            std::collections::btree_map::Entry::Occupied(mut old) => {
+                if old.get().seq < entry.seq {
+                    *old.get_mut() = entry;
+                }
             }
-            None => {
-                if self.count_prefixes {
-                    // Keys of one prefix are neighbours in key order.
-                    let prefix = crate::options::Sharding::prefix_u64(key);
-                    let same = |k: Option<(&Vec<u8>, &MemEntry)>| {
-                        k.is_some_and(|(k, _)| crate::options::Sharding::prefix_u64(k) == prefix)
-                    };
-                    let before = map
-                        .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(key)))
-                        .next_back();
-                    let after = map
-                        .range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded))
-                        .next();
-                    if !same(before) && !same(after) {
-                        self.prefixes.fetch_add(1, Ordering::Relaxed);
-                    }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                if new_prefix {
+                    self.prefixes.fetch_add(1, Ordering::Relaxed);
                 }
                 self.bytes.fetch_add(
                     key.len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES,
                     Ordering::Relaxed,
                 );
-                map.insert(key.to_vec(), entry);
+                slot.insert(entry);
             }
         }
     }

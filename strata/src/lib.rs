@@ -185,6 +185,12 @@ impl Db {
         self.engine.compact_all()
     }
 
+    /// Moves every memtable into runs as a rotation would (RocksDB's `flush`), and waits. See
+    /// [`strata_engine::Engine::flush`].
+    pub fn flush(&self) -> Result<()> {
+        self.engine.flush()
+    }
+
     /// The shard `key` belongs to.
     pub fn shard_of(&self, key: &[u8]) -> ShardId {
         self.engine.shard_of(key)
