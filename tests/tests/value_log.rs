@@ -248,3 +248,31 @@ fn a_range_shard_completes_when_it_holds_every_prefix() {
     assert!(complete(&db, 0), "shard 0 is full now");
     db.close().unwrap();
 }
+
+#[test]
+fn repair_reads_separated_values_from_their_value_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, options(Sharding::Single)).unwrap();
+    for k in 0..50u64 {
+        db.put(&k.to_be_bytes(), &value(k, 0, 2048)).unwrap();
+    }
+    db.compact(ShardId(0)).unwrap();
+    db.close().unwrap();
+    // Damage the value of key 20 in the value file.
+    let file = segments(&path)[0].clone();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let v = value(20, 0, 2048);
+    let at = bytes.windows(64).position(|w| w == &v[..64]).unwrap();
+    bytes[at + 1000] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let report = strata::repair::repair(&path).unwrap();
+    assert_eq!(report.dropped.len(), 1, "{:?}", report.dropped);
+    let db = Db::open(&path, options(Sharding::Single)).unwrap();
+    for k in 0..50u64 {
+        let want = (k != 20).then(|| value(k, 0, 2048));
+        assert_eq!(db.get(&k.to_be_bytes()).unwrap(), want, "key {k}");
+    }
+    db.close().unwrap();
+}
