@@ -791,6 +791,10 @@ impl<W: Wal> Shard<W> {
         // Set before this plan is made: the plan merges the shard whole, and counts it.
         let counts_full = self.full_pending.load(Ordering::Relaxed);
         let Some((frozen, runs, merged_runs)) = self.plan_inputs(gate, choose)? else {
+            // Nothing to merge: a shard that may be full is already one run (after a reopen).
+            if counts_full {
+                self.settle_full();
+            }
             return Ok(CompactionReport::default());
         };
         let (inputs, older) = runs.split_at(merged_runs);

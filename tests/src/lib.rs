@@ -48,6 +48,19 @@ pub fn options(sharding: strata::Sharding) -> strata::Options {
     o
 }
 
+/// `len` incompressible bytes (xorshift) determined by `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = (seed + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Keys per batch of the crash workload.
 pub const CRASH_BATCH_KEYS: u64 = 8;
 

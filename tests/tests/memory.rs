@@ -21,15 +21,7 @@ const VALUE_BYTES: usize = 1 << 20;
 const VALUES: usize = 512;
 
 fn value(i: usize) -> Vec<u8> {
-    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (0..VALUE_BYTES)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    strata_tests::noise(i as u64, VALUE_BYTES)
 }
 
 #[test]

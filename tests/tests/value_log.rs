@@ -13,15 +13,7 @@ fn options(sharding: Sharding) -> Options {
 }
 
 fn value(key: u64, round: u64, len: usize) -> Vec<u8> {
-    let mut x = (key + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    strata_tests::noise(key ^ (round << 32), len)
 }
 
 /// Bytes of every file under `dir`.
