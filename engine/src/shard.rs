@@ -1133,9 +1133,6 @@ impl<W: Wal> Shard<W> {
         values: &mut ValueCopy,
     ) -> Result<()> {
         let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
-        // Frozen segments whose small values this compaction copies, mapped (no read call per
-        // value); unmapped when it ends.
-        let mut maps: BTreeMap<SegmentId, Option<Box<dyn crate::fs::Mapped>>> = BTreeMap::new();
         let mut copy_record = |key: Vec<u8>, input: &mut Input| -> Result<Option<()>> {
             let (kind, tag, seq, value_len) = input.meta();
             if kind == EntryKind::Delete && !keep_tombstone(&key) {
@@ -1187,17 +1184,8 @@ impl<W: Wal> Shard<W> {
                 Input::Mem(m) => {
                     if value_len > 0 {
                         let pos = m.current().1.pos;
-                        if !maps.contains_key(&pos.segment) {
-                            maps.insert(pos.segment, self.wal.map_frozen(pos.segment)?);
-                        }
-                        match &maps[&pos.segment] {
-                            Some(map) => {
-                                writer.value_chunk(self.mapped_value(map.bytes(), pos)?)?
-                            }
-                            None => self
-                                .wal
-                                .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?,
-                        }
+                        self.wal
+                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
                     }
                 }
                 Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
@@ -1207,35 +1195,6 @@ impl<W: Wal> Shard<W> {
         };
         while merge.next_resolved(&mut copy_record)?.is_some() {}
         Ok(())
-    }
-
-    /// The value at `pos` in `segment`, the mapped bytes of its WAL segment, checked against
-    /// the checksum stored after it.
-    fn mapped_value<'a>(&self, segment: &'a [u8], pos: crate::types::WalPos) -> Result<&'a [u8]> {
-        let path = || self.dir.join(layout::segment_file_name(pos.segment));
-        let start = pos.value_offset as usize;
-        let end = start + pos.value_len as usize;
-        let Some(bytes) = segment.get(start..end + 8) else {
-            return Err(Error::corrupt(
-                path(),
-                pos.value_offset,
-                "WAL value",
-                "runs past the end of its segment",
-            ));
-        };
-        let (value, sum) = bytes.split_at(pos.value_len as usize);
-        let expected = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
-        let actual = crate::types::checksum(value);
-        if expected != actual {
-            return Err(Error::ChecksumMismatch {
-                file: path(),
-                offset: pos.value_offset,
-                what: "WAL value",
-                expected,
-                actual,
-            });
-        }
-        Ok(value)
     }
 
     /// Checks in-memory invariants; panics with a description when one is broken.

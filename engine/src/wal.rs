@@ -93,14 +93,6 @@ pub trait Wal: Send + Sync + Sized + 'static {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()>;
 
-    /// Maps frozen (rotated, never written again) segment `segment` read-only, for a
-    /// compaction that copies many small values out of it without a read call each; `None`
-    /// (the default) when the log does not map, and values are copied with
-    /// [`Wal::copy_value`]. The mapping's resident pages are bounded by the segment's size.
-    fn map_frozen(&self, _segment: SegmentId) -> Result<Option<Box<dyn crate::fs::Mapped>>> {
-        Ok(None)
-    }
-
     /// Deletes a frozen segment whose contents are compacted, or a value file no run points
     /// into any more. Never the active one.
     fn remove_segment(&self, segment: SegmentId) -> Result<()>;

@@ -714,18 +714,6 @@ impl Wal for FileWal {
         Ok(u64::from_le_bytes(sum))
     }
 
-    fn map_frozen(&self, segment: SegmentId) -> Result<Option<Box<dyn strata_engine::Mapped>>> {
-        if segment == self.active_segment() {
-            return Ok(None); // still written: never mapped
-        }
-        let seg = self.segment(segment)?;
-        let map = seg
-            .file()?
-            .map()
-            .map_err(|e| Error::io("mapping", &seg.path, e))?;
-        Ok(Some(map))
-    }
-
     fn copy_value(
         &self,
         pos: WalPos,
