@@ -148,6 +148,16 @@ impl Memtable {
             .collect()
     }
 
+    /// Bytes of the values of at least `threshold` bytes (newest version of each key).
+    pub fn value_bytes_at_least(&self, threshold: u64) -> u64 {
+        self.map
+            .read()
+            .values()
+            .map(|e| u64::from(e.pos.value_len))
+            .filter(|&len| len > 0 && len >= threshold)
+            .sum()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.map.read().len()

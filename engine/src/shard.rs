@@ -815,6 +815,7 @@ impl<W: Wal> Shard<W> {
         let ratio = self.value_log.gc_ratio;
         let mut values = ValueCopy {
             threshold_bytes: self.value_log.threshold_bytes,
+            inline_segments: self.inline_segments(&frozen)?,
             collected: if older.is_empty() {
                 manifest
                     .value_files
@@ -933,6 +934,30 @@ impl<W: Wal> Shard<W> {
             run.mark_obsolete();
             self.name_of_kind.lock().remove(&run.id());
         }
+    }
+
+    /// The frozen segments whose large values are copied into the run rather than pointed at:
+    /// those where they would be less than `1 - value_log_gc_ratio` of the file (mostly small
+    /// values, already copied): as a value file it would start over the garbage ratio.
+    fn inline_segments(&self, frozen: &[Arc<Memtable>]) -> Result<std::collections::BTreeSet<u64>> {
+        let mut inline = std::collections::BTreeSet::new();
+        let threshold = self.value_log.threshold_bytes;
+        for mem in frozen {
+            let large = mem.value_bytes_at_least(threshold);
+            if large == 0 {
+                continue;
+            }
+            let path = self.dir.join(layout::segment_file_name(mem.segment()));
+            let file_bytes = self
+                .fs
+                .metadata(&path)
+                .map_err(|e| Error::io("reading metadata of", &path, e))?
+                .len;
+            if (large as f64) < (1.0 - self.value_log.gc_ratio) * file_bytes as f64 {
+                inline.insert(mem.segment().0);
+            }
+        }
+        Ok(inline)
     }
 
     /// Removes WAL segment (or value file) `seg`, reporting a failure as an event.
@@ -1142,7 +1167,10 @@ impl<W: Wal> Shard<W> {
                 Input::Mem(m)
                     if kind == EntryKind::Put
                         && value_len as u64 >= values.threshold_bytes
-                        && value_len > 0 =>
+                        && value_len > 0
+                        && !values
+                            .inline_segments
+                            .contains(&m.current().1.pos.segment.0) =>
                 {
                     let pos = m.current().1.pos;
                     Some(ValuePointer {
@@ -1460,6 +1488,8 @@ enum Input {
 struct ValueCopy {
     /// Memtable values of at least this many bytes become pointers.
     threshold_bytes: u64,
+    /// Frozen segments whose values are copied whatever their size.
+    inline_segments: std::collections::BTreeSet<u64>,
     /// Value files being collected: values they hold are copied into the run.
     collected: std::collections::BTreeSet<u64>,
     /// Bytes the new run points at, per value file.

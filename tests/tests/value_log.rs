@@ -268,3 +268,26 @@ fn repair_reads_separated_values_from_their_value_files() {
     }
     db.close().unwrap();
 }
+
+#[test]
+fn a_segment_of_mostly_small_values_is_not_kept_for_a_few_large_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, options(Sharding::Single)).unwrap();
+    // 1,000 values of 100 bytes and one of 2 KiB: as a value file the segment would be over
+    // 95% garbage from the start, so its large value is copied like the small ones.
+    for k in 0..1_000u64 {
+        db.put(&k.to_be_bytes(), &value(k, 0, 100)).unwrap();
+    }
+    db.put(b"big", &value(7, 7, 2048)).unwrap();
+    db.compact(ShardId(0)).unwrap();
+    let s = db.stats();
+    assert_eq!((s.value_files, s.value_log_bytes), (0, 0));
+    assert_eq!(
+        segments(&path).len(),
+        1,
+        "only the new active segment is left"
+    );
+    assert_eq!(db.get(b"big").unwrap(), Some(value(7, 7, 2048)));
+    db.close().unwrap();
+}
