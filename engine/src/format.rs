@@ -82,6 +82,8 @@ pub struct RunRecord<'a> {
     pub pointer: Option<crate::types::ValuePointer>,
     /// Offset of the record in the run file.
     pub offset: u64,
+    /// The record's sequence number.
+    pub seq: crate::types::SeqNo,
 }
 
 /// Reads run `id` of the shard directory `dir` and hands every intact record to `visit` in
@@ -211,6 +213,7 @@ fn salvage_run(
                     value: Some(rec.value),
                     pointer: rec.pointer(&path).ok().flatten(),
                     offset: offset as u64,
+                    seq: rec.meta.seq,
                 })?;
                 offset = rec.next as usize;
                 continue;
@@ -236,6 +239,7 @@ fn salvage_run(
                 value: None,
                 pointer: None,
                 offset: offset as u64,
+                seq: meta.seq,
             })?;
             offset = next;
             continue;

@@ -183,10 +183,11 @@ fn shard_inputs(shard: &Path, report: &mut RepairReport) -> Result<(Vec<u64>, u6
 
 fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()> {
     let (runs, floor) = shard_inputs(shard, report)?;
+    let mut newest_in_runs = 0u64;
     for id in runs {
         let file = shard.join(format::run_file_name(id));
         let mut gaps = Vec::new();
-        let mut visit = |r: RunRecord<'_>| match r.pointer {
+        let mut visit_run = |r: RunRecord<'_>| match r.pointer {
             // A separated value is read from its value file; one that does not read back
             // whole is dropped like a damaged record.
             Some(p) => {
@@ -203,6 +204,10 @@ fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()>
                 )
             }
             None => apply(db, &file, r.key, r.kind, r.tag, r.value, r.offset, report),
+        };
+        let mut visit = |r: RunRecord<'_>| {
+            newest_in_runs = newest_in_runs.max(r.seq.0);
+            visit_run(r)
         };
         let mut gap = |offset: u64, bytes: u64, e: &Error| {
             gaps.push(Dropped {
@@ -237,15 +242,27 @@ fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()>
         }
     }
     segments.sort();
+    // Every record of a segment that runs were compacted from (a value file, or any segment
+    // below a floor a damaged manifest hides) is older than the newest run record: only newer
+    // ones are replayed, so an old version never wins over the runs' newer one.
     for id in segments {
-        salvage_segment(db, shard, id, report)?;
+        salvage_segment(db, shard, id, newest_in_runs, report)?;
     }
     Ok(())
 }
 
-fn salvage_segment(db: &Db, shard: &Path, id: SegmentId, report: &mut RepairReport) -> Result<()> {
+fn salvage_segment(
+    db: &Db,
+    shard: &Path,
+    id: SegmentId,
+    newest_in_runs: u64,
+    report: &mut RepairReport,
+) -> Result<()> {
     let file = shard.join(format::segment_file_name(id));
     let mut visit = |r: strata_wal::SalvagedRecord<'_>| {
+        if r.seq.0 <= newest_in_runs {
+            return Ok(());
+        }
         apply(
             db,
             &file,

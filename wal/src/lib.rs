@@ -29,6 +29,8 @@ pub struct SalvagedRecord<'a> {
     pub value: Option<&'a [u8]>,
     /// Offset of the value in the segment file.
     pub value_offset: u64,
+    /// The record's sequence number.
+    pub seq: SeqNo,
 }
 
 /// Reads every record of the complete batches of the WAL segment file `path` and hands each to
@@ -67,6 +69,7 @@ pub fn salvage_segment(
             tag: f.header.tag,
             value: intact.then_some(value.as_slice()),
             value_offset: pos.value_offset,
+            seq: f.header.seq,
         })
     };
     let mut walked = match walk_segment(&src, path, segment, &mut visit_checked) {
