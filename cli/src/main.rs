@@ -596,14 +596,20 @@ fn stats(dir: &Path) -> CliResult {
         "WAL debt {} bytes; recovery read {} bytes",
         s.wal_debt_bytes, s.recovery_bytes_read
     );
+    println!(
+        "value log: {} value files, {} bytes, {} of them garbage (WAL bytes include them)",
+        s.value_files, s.value_log_bytes, s.value_log_garbage_bytes
+    );
     for sh in &s.shards {
         println!(
-            "shard {}: memtable {} keys, {} frozen, WAL {} bytes in {} segments{}",
+            "shard {}: memtable {} keys, {} frozen, WAL {} bytes in {} segments ({} value files){}{}",
             sh.id,
             sh.memtable_keys,
             sh.frozen_memtables,
             sh.wal.bytes,
             sh.wal.segments,
+            sh.value_files,
+            if sh.complete { ", complete" } else { "" },
             if sh.poisoned { ", POISONED" } else { "" }
         );
         for r in &sh.runs {

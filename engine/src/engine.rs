@@ -284,6 +284,7 @@ impl<W: Wal> Engine<W> {
             self.inner.options.events.clone(),
             self.inner.indexes.value_log,
             full_width(&self.inner.options),
+            self.inner.indexes.files.clone(),
         )?);
         shards.insert(id, shard.clone());
         Ok(shard)
@@ -494,7 +495,12 @@ impl<W: Wal> Engine<W> {
     /// no-op. On failure the shard refuses writes until the database is reopened.
     pub fn compact(&self, shard: ShardId) -> Result<CompactionReport> {
         self.check_open()?;
-        self.inner.run_compaction(shard, &crate::policy::full)
+        let report = self.inner.run_compaction(shard, &crate::policy::full)?;
+        // A collection this compaction made due runs in the background, as after any other.
+        if self.shard(shard).is_some_and(|s| s.wants_collection()) {
+            self.inner.enqueue(shard);
+        }
+        Ok(report)
     }
 
     /// Seals `shard`: refuses writes to it from now on, compacts it whole into one run and
@@ -827,6 +833,7 @@ fn open_shards<W: Wal>(
             options.events.clone(),
             indexes.value_log,
             full_width(options),
+            indexes.files.clone(),
         )?;
         shards.insert(shard.id, Arc::new(shard));
     }

@@ -125,9 +125,24 @@ pub fn read_pointed_value(dir: &Path, p: &crate::types::ValuePointer) -> Result<
     let file = crate::fs::StdFs
         .open(&path, crate::fs::OpenMode::Read)
         .map_err(|e| Error::io("opening value file", &path, e))?;
+    read_pointed_from(file.as_ref(), &path, p)
+}
+
+/// Reads the value `p` points at from `file`, its value file at `path`, and checks it against
+/// the checksum stored after it and the pointer's.
+pub(crate) fn read_pointed_from(
+    file: &dyn crate::fs::FsFile,
+    path: &Path,
+    p: &crate::types::ValuePointer,
+) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; p.len as usize + 8];
-    file.read_exact_at(&mut buf, p.offset)
-        .map_err(|e| Error::io("reading", &path, e))?;
+    file.read_exact_at(&mut buf, p.offset).map_err(|e| {
+        Error::io(
+            "reading",
+            path,
+            std::io::Error::new(e.kind(), format!("the value at offset {}: {e}", p.offset)),
+        )
+    })?;
     let (value, sum) = buf.split_at(p.len as usize);
     let stored = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
     let actual = checksum(value);
@@ -137,7 +152,7 @@ pub fn read_pointed_value(dir: &Path, p: &crate::types::ValuePointer) -> Result<
     ] {
         if expected != actual {
             return Err(Error::ChecksumMismatch {
-                file: path,
+                file: path.to_path_buf(),
                 offset: p.offset,
                 what,
                 expected,

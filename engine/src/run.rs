@@ -890,6 +890,11 @@ impl Run {
         })
     }
 
+    /// The descriptor cache the run is read through.
+    pub(crate) fn files(&self) -> &FileCache {
+        &self.files
+    }
+
     /// Path of the run file.
     pub fn path(&self) -> &Path {
         &self.path

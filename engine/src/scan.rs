@@ -20,8 +20,6 @@ enum Source<W: Wal> {
     },
     Run {
         run: Arc<Run>,
-        /// The shard's WAL, which reads the value files the run may point into.
-        wal: Arc<W>,
         offset: u64,
         end: Bound<Vec<u8>>,
         cur: Option<RunCur>,
@@ -116,7 +114,7 @@ impl<W: Wal> Source<W> {
                     EntryKind::Put => Ok(Some(wal.read_value(e.pos)?)),
                 }
             }
-            Source::Run { run, wal, cur, .. } => {
+            Source::Run { run, cur, .. } => {
                 let c = cur.expect("positioned");
                 let bytes = run.bytes(c.value_offset, c.value_len);
                 match (c.kind, c.pointer_at) {
@@ -127,7 +125,7 @@ impl<W: Wal> Source<W> {
                         let p = crate::run::decode_pointer(&meta, bytes, run.path(), at)?
                             .expect("an indirect record");
                         Ok(Some(crate::shard::read_pointed(
-                            wal.as_ref(),
+                            run.files(),
                             run.path().parent().unwrap_or(run.path()),
                             &p,
                         )?))
@@ -166,7 +164,6 @@ impl<W: Wal> Scan<W> {
                 let released = offset / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
                 sources.push(Source::Run {
                     run,
-                    wal: wal.clone(),
                     offset,
                     end: end.clone(),
                     cur: None,

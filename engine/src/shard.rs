@@ -92,22 +92,17 @@ impl Drop for ValueFileHandle {
     }
 }
 
-/// Reads the value `p` points at through `wal` and checks it against the pointer's checksum
-/// (the WAL checks it against the checksum stored after it, too). `dir` is the shard's, for
-/// errors.
-pub(crate) fn read_pointed<W: Wal>(wal: &W, dir: &Path, p: &ValuePointer) -> Result<Vec<u8>> {
-    let value = wal.read_value(p.pos())?;
-    let actual = crate::types::checksum(&value);
-    if actual != p.checksum {
-        return Err(Error::ChecksumMismatch {
-            file: dir.join(layout::segment_file_name(p.segment)),
-            offset: p.offset,
-            what: "value a run points at",
-            expected: p.checksum,
-            actual,
-        });
-    }
-    Ok(value)
+/// Reads the value `p` points at from its value file in the shard directory `dir`, through
+/// the bounded descriptor cache `files` (shared with run files), checked against the checksum
+/// stored after it and the pointer's.
+pub(crate) fn read_pointed(
+    files: &crate::files::FileCache,
+    dir: &Path,
+    p: &ValuePointer,
+) -> Result<Vec<u8>> {
+    let path = dir.join(layout::segment_file_name(p.segment));
+    let file = files.get(&path)?;
+    crate::format::read_pointed_from(file.as_ref(), &path, p)
 }
 
 /// Whether value file `v` has more garbage than `ratio` of its bytes, given the manifest.
@@ -210,11 +205,19 @@ pub(crate) struct Shard<W: Wal> {
     /// A value file is over the garbage ratio: the policy merges every run.
     gc_wanted: AtomicBool,
     value_log: ValueLogOptions,
+    /// The bounded cache of descriptors that run files and value files are read through.
+    files: Arc<crate::files::FileCache>,
     /// Range shards that complete when full: the number of key prefixes (the shard's width)
     /// that makes the shard complete.
     full_width: Option<u64>,
     /// The shard may be full: the next compaction merges it whole and counts.
     full_pending: AtomicBool,
+    /// Writes the shard must take after a count that found it short before it is counted
+    /// again: doubled by each such count (overwrites inflate the bound), so a shard one key
+    /// short is merged whole a logarithmic number of times in its writes, not on every write.
+    full_backoff: AtomicU64,
+    /// Writes since the last count.
+    writes_since_count: AtomicU64,
 }
 
 /// A shard loaded read-only: manifest and runs. Phase one of opening, which changes nothing on
@@ -387,6 +390,7 @@ impl<W: Wal> Shard<W> {
         events: Arc<dyn EventSink>,
         value_log: ValueLogOptions,
         full_width: Option<u64>,
+        files: Arc<crate::files::FileCache>,
     ) -> Result<Shard<W>> {
         let LoadedShard {
             id,
@@ -477,8 +481,11 @@ impl<W: Wal> Shard<W> {
             value_files: Mutex::new(handles),
             gc_wanted: AtomicBool::new(gc_wanted),
             value_log,
+            files,
             full_width,
             full_pending: AtomicBool::new(false),
+            full_backoff: AtomicU64::new(0),
+            writes_since_count: AtomicU64::new(0),
         })
     }
 
@@ -566,7 +573,7 @@ impl<W: Wal> Shard<W> {
                     (EntryKind::Delete, _) => Ok(Some(None)),
                     (EntryKind::Put, StoredValue::Inline(value)) => Ok(Some(Some(value))),
                     (EntryKind::Put, StoredValue::Pointer(p)) => {
-                        Ok(Some(Some(read_pointed(self.wal.as_ref(), &self.dir, &p)?)))
+                        Ok(Some(Some(read_pointed(run.files(), &self.dir, &p)?)))
                     }
                 };
             }
@@ -718,6 +725,10 @@ impl<W: Wal> Shard<W> {
                 .chain(st.runs.iter().map(|r| r.prefixes()))
                 .sum()
         };
+        let writes = self.writes_since_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if writes < self.full_backoff.load(Ordering::Relaxed) {
+            return false;
+        }
         upper >= width && !self.full_pending.swap(true, Ordering::Relaxed)
     }
 
@@ -738,6 +749,11 @@ impl<W: Wal> Shard<W> {
             && st.runs[0].prefixes() >= width
         {
             self.complete.store(true, Ordering::Relaxed);
+        } else {
+            let backoff = self.full_backoff.load(Ordering::Relaxed);
+            self.full_backoff
+                .store((backoff * 2).max(1), Ordering::Relaxed);
+            self.writes_since_count.store(0, Ordering::Relaxed);
         }
     }
 
@@ -772,13 +788,13 @@ impl<W: Wal> Shard<W> {
         result
     }
 
-    /// Lets the WAL close its descriptors when the shard holds no unflushed data (a complete
-    /// range shard after its last compaction): idle shards hold none.
+    /// Lets the WAL close its synced descriptors after a compaction (value files a
+    /// collection read included; the active segment only when the shard holds no unflushed
+    /// data, a complete range shard after its last compaction): idle shards hold none.
     fn release_files_if_idle(&self) {
-        let st = self.state.read();
-        if st.active.is_empty() && st.frozen.is_empty() {
-            self.wal.release_files();
-        }
+        // Closes every synced descriptor: frozen segments and value files always, the active
+        // segment when synced (the next append reopens it).
+        self.wal.release_files();
     }
 
     fn compact_locked(
@@ -964,7 +980,11 @@ impl<W: Wal> Shard<W> {
     fn segment_removal(&self, seg: SegmentId) -> Box<dyn FnOnce() + Send + Sync> {
         let wal = self.wal.clone();
         let events = self.events.clone();
+        let files = self.files.clone();
+        let path = self.dir.join(layout::segment_file_name(seg));
         Box::new(move || {
+            // A value file read through the descriptor cache: close it there first.
+            files.forget(&path);
             if let Err(e) = wal.remove_segment(seg) {
                 events.event(&Event::BackgroundError {
                     error: e.to_string(),

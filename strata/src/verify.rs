@@ -314,25 +314,37 @@ fn check_pointers(report: &mut VerifyReport, shard: &Path, manifest: &format::Sh
             continue;
         }
         let run_file = shard.join(format::run_file_name(run.id));
-        let mut bad = Vec::new();
+        let (mut bad, mut more) = (Vec::new(), 0u64);
         let _ = format::for_each_run_record(
             shard,
             run.id,
             &mut |r| {
                 if let Some(p) = r.pointer {
                     if let Err(e) = format::read_pointed_value(shard, &p) {
-                        bad.push((r.offset, e));
+                        if bad.len() < MAX_POINTER_FINDINGS {
+                            bad.push((r.offset, e));
+                        } else {
+                            more += 1;
+                        }
                     }
                 }
                 Ok(())
             },
             &mut |_, _, _| {},
         );
-        for (offset, e) in bad.into_iter().take(MAX_POINTER_FINDINGS) {
+        for (offset, e) in bad {
             report.findings.push(Finding {
                 file: run_file.clone(),
                 offset: Some(offset),
                 detail: format!("the record's value pointer does not resolve: {e}"),
+                damage: true,
+            });
+        }
+        if more > 0 {
+            report.findings.push(Finding {
+                file: run_file.clone(),
+                offset: None,
+                detail: format!("{more} more value pointers of this run do not resolve"),
                 damage: true,
             });
         }
