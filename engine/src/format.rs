@@ -64,6 +64,7 @@ pub const LAYOUTS: &[Layout] = &[
     crate::run::RUN_RECORD_LAYOUT,
     crate::run::RUN_FOOTER_LAYOUT,
     crate::manifest::MANIFEST_LAYOUT,
+    crate::types::VALUE_POINTER_LAYOUT,
 ];
 
 /// One record of a run, as [`for_each_run_record`] hands it over.

@@ -80,9 +80,24 @@ pub struct ValuePointer {
     pub checksum: u64,
 }
 
+const P_SEGMENT: usize = 0;
+const P_OFFSET: usize = P_SEGMENT + 8;
+const P_LEN: usize = P_OFFSET + 8;
+const P_RESERVED: usize = P_LEN + 4;
+const P_CHECKSUM: usize = P_RESERVED + 4;
 /// Bytes of an encoded [`ValuePointer`]: segment u64, offset u64, length u32, 4 reserved
 /// (zero) bytes, checksum u64; little-endian.
-pub const VALUE_POINTER_BYTES: usize = 32;
+pub const VALUE_POINTER_BYTES: usize = P_CHECKSUM + 8;
+const _: () = assert!(VALUE_POINTER_BYTES == 32);
+
+/// The value pointer's layout.
+pub(crate) const VALUE_POINTER_LAYOUT: crate::format::Layout = crate::format::Layout {
+    name: "value_pointer",
+    offsets: &[P_SEGMENT, P_OFFSET, P_LEN, P_RESERVED, P_CHECKSUM],
+    bytes: VALUE_POINTER_BYTES,
+    magics: &[],
+    version: None,
+};
 
 impl ValuePointer {
     /// The WAL position the pointer names.
@@ -97,29 +112,29 @@ impl ValuePointer {
     /// The fixed-width encoding.
     pub fn encode(&self) -> [u8; VALUE_POINTER_BYTES] {
         let mut b = [0u8; VALUE_POINTER_BYTES];
-        b[0..8].copy_from_slice(&self.segment.0.to_le_bytes());
-        b[8..16].copy_from_slice(&self.offset.to_le_bytes());
-        b[16..20].copy_from_slice(&self.len.to_le_bytes());
-        b[24..32].copy_from_slice(&self.checksum.to_le_bytes());
+        b[P_SEGMENT..P_OFFSET].copy_from_slice(&self.segment.0.to_le_bytes());
+        b[P_OFFSET..P_LEN].copy_from_slice(&self.offset.to_le_bytes());
+        b[P_LEN..P_RESERVED].copy_from_slice(&self.len.to_le_bytes());
+        b[P_CHECKSUM..].copy_from_slice(&self.checksum.to_le_bytes());
         b
     }
 
     /// Decodes `b`; `None` unless it is exactly [`VALUE_POINTER_BYTES`] long with zero
     /// reserved bytes and a length within [`crate::MAX_VALUE_BYTES`].
     pub fn decode(b: &[u8]) -> Option<ValuePointer> {
-        if b.len() != VALUE_POINTER_BYTES || b[20..24] != [0; 4] {
+        if b.len() != VALUE_POINTER_BYTES || b[P_RESERVED..P_CHECKSUM] != [0; 4] {
             return None;
         }
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(b[P_LEN..P_RESERVED].try_into().expect("4 bytes"));
         if len as usize > crate::limits::MAX_VALUE_BYTES {
             return None;
         }
         Some(ValuePointer {
-            segment: SegmentId(u64_at(0)),
-            offset: u64_at(8),
+            segment: SegmentId(u64_at(P_SEGMENT)),
+            offset: u64_at(P_OFFSET),
             len,
-            checksum: u64_at(24),
+            checksum: u64_at(P_CHECKSUM),
         })
     }
 }
