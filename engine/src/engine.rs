@@ -577,11 +577,10 @@ impl<W: Wal> Engine<W> {
         for id in self.shards() {
             let Some(s) = self.shard(id) else { continue };
             let (wal, memory) = s.freeze()?;
+            self.inner.gate.add(wal, memory);
             if self.inner.compactor.get().is_some() {
-                self.inner.gate.add(wal, memory);
                 self.inner.enqueue(id);
             } else {
-                self.inner.gate.add(wal, memory);
                 self.inner
                     .run_compaction(id, &|shape| crate::policy::plan(shape, &policy))?;
             }

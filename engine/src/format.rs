@@ -9,6 +9,7 @@
 //! function that checks a frame.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::types::checksum;
@@ -117,16 +118,41 @@ pub fn for_each_run_record(
     (count, result)
 }
 
-/// Reads the value `p` points at from its value file in the shard directory `dir` (with the
-/// host's file system), checked against the checksum stored after it in the file and against
-/// the pointer's: for tools (`verify`, `repair`) that read files without opening the database.
-pub fn read_pointed_value(dir: &Path, p: &crate::types::ValuePointer) -> Result<Vec<u8>> {
-    use crate::fs::FileSystem;
-    let path = dir.join(segment_file_name(p.segment));
-    let file = crate::fs::StdFs
-        .open(&path, crate::fs::OpenMode::Read)
-        .map_err(|e| Error::io("opening value file", &path, e))?;
-    read_pointed_from(file.as_ref(), &path, p)
+/// Reads the values run records of one shard directory point at, from their value files (with
+/// the host's file system), each checked against the checksum stored after it in the file and
+/// against the pointer's: for tools (`verify`, `repair`) that read files without opening the
+/// database. Keeps the last value file it read open (one descriptor): a run's pointers go to
+/// few files, in runs of the same one.
+pub struct ValueFileReader {
+    dir: std::path::PathBuf,
+    open: Option<(crate::types::SegmentId, Arc<dyn crate::fs::FsFile>)>,
+}
+
+impl ValueFileReader {
+    /// A reader of the value files of the shard directory `dir`.
+    pub fn new(dir: &Path) -> ValueFileReader {
+        ValueFileReader {
+            dir: dir.to_path_buf(),
+            open: None,
+        }
+    }
+
+    /// The value `p` points at, checked.
+    pub fn read(&mut self, p: &crate::types::ValuePointer) -> Result<Vec<u8>> {
+        use crate::fs::FileSystem;
+        let path = self.dir.join(segment_file_name(p.segment));
+        let file = match &self.open {
+            Some((seg, file)) if *seg == p.segment => file.clone(),
+            _ => {
+                let file = crate::fs::StdFs
+                    .open(&path, crate::fs::OpenMode::Read)
+                    .map_err(|e| Error::io("opening value file", &path, e))?;
+                self.open = Some((p.segment, file.clone()));
+                file
+            }
+        };
+        read_pointed_from(file.as_ref(), &path, p)
+    }
 }
 
 /// Reads the value `p` points at from `file`, its value file at `path`, and checks it against

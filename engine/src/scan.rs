@@ -36,8 +36,8 @@ struct RunCur {
     kind: EntryKind,
     value_offset: u64,
     value_len: usize,
-    /// Offset of the record, when its value bytes are a pointer to a value file.
-    pointer_at: Option<u64>,
+    /// Where the value lives, when the record holds a pointer to a value file.
+    pointer: Option<crate::types::ValuePointer>,
 }
 
 fn within(key: &[u8], end: &Bound<Vec<u8>>) -> bool {
@@ -85,7 +85,7 @@ impl<W: Wal> MergeSource for Source<W> {
                     kind: rec.meta.kind,
                     value_offset,
                     value_len,
-                    pointer_at: rec.meta.indirect.then_some(rec.offset),
+                    pointer: rec.pointer(run.path())?,
                 });
                 key.clear();
                 key.extend_from_slice(rec.key);
@@ -116,20 +116,16 @@ impl<W: Wal> Source<W> {
             }
             Source::Run { run, cur, .. } => {
                 let c = cur.expect("positioned");
-                let bytes = run.bytes(c.value_offset, c.value_len);
-                match (c.kind, c.pointer_at) {
+                match (c.kind, c.pointer) {
                     (EntryKind::Delete, _) => Ok(None),
-                    (EntryKind::Put, None) => Ok(Some(bytes.to_vec())),
-                    (EntryKind::Put, Some(at)) => {
-                        let meta = run.record_at(at)?.meta;
-                        let p = crate::run::decode_pointer(&meta, bytes, run.path(), at)?
-                            .expect("an indirect record");
-                        Ok(Some(crate::shard::read_pointed(
-                            run.files(),
-                            run.path().parent().unwrap_or(run.path()),
-                            &p,
-                        )?))
+                    (EntryKind::Put, None) => {
+                        Ok(Some(run.bytes(c.value_offset, c.value_len).to_vec()))
                     }
+                    (EntryKind::Put, Some(p)) => Ok(Some(crate::shard::read_pointed(
+                        run.files(),
+                        run.path().parent().unwrap_or(run.path()),
+                        &p,
+                    )?)),
                 }
             }
         }

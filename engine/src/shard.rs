@@ -105,10 +105,17 @@ pub(crate) fn read_pointed(
     crate::format::read_pointed_from(file.as_ref(), &path, p)
 }
 
-/// Whether value file `v` has more garbage than `ratio` of its bytes, given the manifest.
-fn over_gc_ratio(m: &ShardManifest, v: &ValueFile, ratio: f64) -> bool {
-    let live = m.live_value_bytes(v.segment).min(v.file_bytes);
-    (v.file_bytes - live) as f64 > ratio * v.file_bytes as f64
+/// The value files of `m` with more garbage than `ratio` of their bytes: those a compaction
+/// that merges every run collects.
+fn over_gc_ratio(m: &ShardManifest, ratio: f64) -> std::collections::BTreeSet<u64> {
+    m.value_files
+        .iter()
+        .filter(|v| {
+            let live = m.live_value_bytes(v.segment).min(v.file_bytes);
+            (v.file_bytes - live) as f64 > ratio * v.file_bytes as f64
+        })
+        .map(|v| v.segment)
+        .collect()
 }
 
 impl Indexes {
@@ -457,10 +464,7 @@ impl<W: Wal> Shard<W> {
                 run.hold(h.clone());
             }
         }
-        let gc_wanted = manifest
-            .value_files
-            .iter()
-            .any(|v| over_gc_ratio(&manifest, v, value_log.gc_ratio));
+        let gc_wanted = !over_gc_ratio(&manifest, value_log.gc_ratio).is_empty();
         Ok(Shard {
             id,
             dir,
@@ -828,22 +832,16 @@ impl<W: Wal> Shard<W> {
         let run_id = manifest.next_run_id;
         // Value files over the garbage ratio are collected by a compaction that merges every
         // run (no run left behind can point into them afterwards).
-        let ratio = self.value_log.gc_ratio;
         let mut values = ValueCopy {
             threshold_bytes: self.value_log.threshold_bytes,
-            inline_segments: self.inline_segments(&frozen)?,
             collected: if older.is_empty() {
-                manifest
-                    .value_files
-                    .iter()
-                    .filter(|v| over_gc_ratio(manifest, v, ratio))
-                    .map(|v| v.segment)
-                    .collect()
+                over_gc_ratio(manifest, self.value_log.gc_ratio)
             } else {
                 Default::default()
             },
             ..Default::default()
         };
+        self.size_segments(&frozen, &mut values)?;
         let merged = self.merge_into_run(
             run_id,
             &frozen,
@@ -867,7 +865,7 @@ impl<W: Wal> Shard<W> {
             .first()
             .map_or(manifest.wal_floor, |m| m.segment().0 + 1);
         let mut next = next_manifest(manifest, run_id, merged_runs, wal_floor, new_run.as_ref());
-        self.next_value_files(&mut next, inputs, &frozen, new_run.as_ref(), &values.refs)?;
+        self.next_value_files(&mut next, inputs, new_run.as_ref(), &values);
         manifest::write_shard(self.fs.as_ref(), &self.dir.join(SHARD_MANIFEST_FILE), &next)?;
         *manifest = next;
         self.install(wal_floor, new_run.as_ref().map(|(r, _)| r), older);
@@ -952,11 +950,11 @@ impl<W: Wal> Shard<W> {
         }
     }
 
-    /// The frozen segments whose large values are copied into the run rather than pointed at:
-    /// those where they would be less than `1 - value_log_gc_ratio` of the file (mostly small
-    /// values, already copied): as a value file it would start over the garbage ratio.
-    fn inline_segments(&self, frozen: &[Arc<Memtable>]) -> Result<std::collections::BTreeSet<u64>> {
-        let mut inline = std::collections::BTreeSet::new();
+    /// Records in `values` the length of each frozen segment with values of at least the
+    /// threshold (one metadata read each), and which of them keep those values inline: those
+    /// where they would be less than `1 - value_log_gc_ratio` of the file (mostly small values,
+    /// already copied), which as a value file would start over the garbage ratio.
+    fn size_segments(&self, frozen: &[Arc<Memtable>], values: &mut ValueCopy) -> Result<()> {
         let threshold = self.value_log.threshold_bytes;
         for mem in frozen {
             let large = mem.value_bytes_at_least(threshold);
@@ -969,11 +967,12 @@ impl<W: Wal> Shard<W> {
                 .metadata(&path)
                 .map_err(|e| Error::io("reading metadata of", &path, e))?
                 .len;
+            values.segment_bytes.insert(mem.segment().0, file_bytes);
             if (large as f64) < (1.0 - self.value_log.gc_ratio) * file_bytes as f64 {
-                inline.insert(mem.segment().0);
+                values.inline_segments.insert(mem.segment().0);
             }
         }
-        Ok(inline)
+        Ok(())
     }
 
     /// Removes WAL segment (or value file) `seg`, reporting a failure as an event.
@@ -1020,57 +1019,43 @@ impl<W: Wal> Shard<W> {
                 }
             }
         }
-        let ratio = self.value_log.gc_ratio;
-        let wanted = manifest
-            .value_files
-            .iter()
-            .any(|v| over_gc_ratio(manifest, v, ratio));
+        let wanted = !over_gc_ratio(manifest, self.value_log.gc_ratio).is_empty();
         self.gc_wanted.store(wanted, Ordering::Relaxed);
     }
 
     /// The value files and references of `next`, the manifest after a compaction that merged
-    /// `inputs` and `frozen` into `new_run`, which points at `refs` bytes per value file: the
-    /// inputs' references leave, the new run's come, merged segments it points into become
-    /// value files, and files no run points into any more leave the list.
+    /// `inputs` (and the frozen segments `values` sized) into `new_run`: the inputs'
+    /// references leave, the new run's come, merged segments it points into become value
+    /// files, and files no run points into any more leave the list.
     fn next_value_files(
         &self,
         next: &mut ShardManifest,
         inputs: &[Arc<Run>],
-        frozen: &[Arc<Memtable>],
         new_run: Option<&(Arc<Run>, u8)>,
-        refs: &BTreeMap<u64, u64>,
-    ) -> Result<()> {
+        values: &ValueCopy,
+    ) {
         let merged: Vec<u64> = inputs.iter().map(|r| r.id()).collect();
         next.value_refs.retain(|r| !merged.contains(&r.run));
         if let Some((run, _)) = new_run {
-            for (&segment, &bytes) in refs {
+            for (&segment, &bytes) in &values.refs {
                 next.value_refs.push(ValueRef {
                     run: run.id(),
                     segment,
                     bytes,
                 });
-            }
-        }
-        for mem in frozen {
-            let seg = mem.segment();
-            if refs.contains_key(&seg.0) && new_run.is_some() {
-                let path = self.dir.join(layout::segment_file_name(seg));
-                let file_bytes = self
-                    .fs
-                    .metadata(&path)
-                    .map_err(|e| Error::io("reading metadata of", &path, e))?
-                    .len;
-                next.value_files.push(ValueFile {
-                    segment: seg.0,
-                    file_bytes,
-                });
+                // A merged segment the run points into (it was sized: it holds large values).
+                if let Some(&file_bytes) = values.segment_bytes.get(&segment) {
+                    next.value_files.push(ValueFile {
+                        segment,
+                        file_bytes,
+                    });
+                }
             }
         }
         next.value_files.sort_by_key(|v| v.segment);
         let live: std::collections::BTreeSet<u64> =
             next.value_refs.iter().map(|r| r.segment).collect();
         next.value_files.retain(|v| live.contains(&v.segment));
-        Ok(())
     }
 
     /// Whether a value file is over the garbage ratio (a collection is due).
@@ -1209,21 +1194,24 @@ impl<W: Wal> Shard<W> {
                     *values.refs.entry(p.segment.0).or_default() += p.len as u64;
                     return Ok(Some(()));
                 }
-                // Collected: the value moves into the run, checked on the way.
-                let stored = self.wal.value_checksum(p.pos())?;
-                if stored != p.checksum {
+                // Collected: the value moves into the run, checked against the stored checksum
+                // (by the WAL) and the pointer's on the way.
+                writer.begin_record(&key, kind, tag, seq, p.len as usize)?;
+                let mut hash = xxhash_rust::xxh3::Xxh3::new();
+                self.wal.copy_value(p.pos(), &mut chunk, &mut |c| {
+                    hash.update(c);
+                    writer.value_chunk(c)
+                })?;
+                let actual = hash.digest();
+                if actual != p.checksum {
                     return Err(Error::ChecksumMismatch {
                         file: self.dir.join(layout::segment_file_name(p.segment)),
                         offset: p.offset,
                         what: "value a run points at",
                         expected: p.checksum,
-                        actual: stored,
+                        actual,
                     });
                 }
-                writer.begin_record(&key, kind, tag, seq, p.len as usize)?;
-                self.wal
-                    .copy_value(p.pos(), &mut chunk, &mut |c| writer.value_chunk(c))?;
-                values.collected_bytes += p.len as u64;
                 writer.end_record()?;
                 return Ok(Some(()));
             }
@@ -1514,8 +1502,8 @@ struct ValueCopy {
     collected: std::collections::BTreeSet<u64>,
     /// Bytes the new run points at, per value file.
     refs: BTreeMap<u64, u64>,
-    /// Bytes copied out of collected files.
-    collected_bytes: u64,
+    /// Length of each merged frozen segment that holds values of at least the threshold.
+    segment_bytes: BTreeMap<u64, u64>,
 }
 
 impl MergeSource for Input {

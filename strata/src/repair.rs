@@ -184,6 +184,7 @@ fn shard_inputs(shard: &Path, report: &mut RepairReport) -> Result<(Vec<u64>, u6
 fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()> {
     let (runs, floor) = shard_inputs(shard, report)?;
     let mut newest_in_runs = 0u64;
+    let mut values = format::ValueFileReader::new(shard);
     for id in runs {
         let file = shard.join(format::run_file_name(id));
         let mut gaps = Vec::new();
@@ -191,7 +192,7 @@ fn salvage_shard(db: &Db, shard: &Path, report: &mut RepairReport) -> Result<()>
             // A separated value is read from its value file; one that does not read back
             // whole is dropped like a damaged record.
             Some(p) => {
-                let value = format::read_pointed_value(shard, &p).ok();
+                let value = values.read(&p).ok();
                 apply(
                     db,
                     &file,

@@ -309,6 +309,7 @@ fn check_manifest_names(report: &mut VerifyReport, shard: &Path) {
 /// Every value a live run points at must read back from its value file and match the
 /// pointer's checksum (the values are read one at a time).
 fn check_pointers(report: &mut VerifyReport, shard: &Path, manifest: &format::ShardManifest) {
+    let mut values = format::ValueFileReader::new(shard);
     for run in &manifest.runs {
         if !manifest.value_refs.iter().any(|r| r.run == run.id) {
             continue;
@@ -320,7 +321,7 @@ fn check_pointers(report: &mut VerifyReport, shard: &Path, manifest: &format::Sh
             run.id,
             &mut |r| {
                 if let Some(p) = r.pointer {
-                    if let Err(e) = format::read_pointed_value(shard, &p) {
+                    if let Err(e) = values.read(&p) {
                         if bad.len() < MAX_POINTER_FINDINGS {
                             bad.push((r.offset, e));
                         } else {
@@ -363,6 +364,7 @@ fn check_seal(
     seal: &strata_engine::ShardSeal,
 ) {
     let mut digest = strata_engine::SealDigest::new();
+    let mut values = format::ValueFileReader::new(shard);
     let mut intact = true;
     if let Some(run) = manifest.runs.first() {
         let mut gaps = false;
@@ -373,7 +375,7 @@ fn check_seal(
                 match (r.kind, r.value) {
                     (strata_engine::EntryKind::Put, Some(_)) if r.pointer.is_some() => {
                         let p = r.pointer.expect("checked");
-                        match format::read_pointed_value(shard, &p) {
+                        match values.read(&p) {
                             Ok(value) => digest.add(r.key, &value),
                             Err(_) => intact = false, // reported by check_pointers
                         }

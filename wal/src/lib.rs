@@ -575,7 +575,7 @@ impl Wal for FileWal {
         let mut segments = BTreeMap::new();
         for &id in values {
             let seg = open_value_file(&fs, dir, id)?;
-            // Read through the descriptor cache like any released segment.
+            // No descriptor held: the next read (a collection) reopens it.
             seg.release();
             segments.insert(id, Arc::new(seg));
         }
