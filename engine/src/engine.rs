@@ -136,10 +136,11 @@ impl<W: Wal> CompactionTarget for Inner<W> {
     fn compact_shard(&self, shard: ShardId) -> Result<()> {
         let policy = self.options.compaction.policy;
         self.run_compaction(shard, &|shape| crate::policy::plan(shape, &policy))?;
-        // A compaction that leaves a value file over the garbage ratio queues the collection.
+        // A compaction that leaves frozen memtables (it takes the oldest that fit its memory),
+        // or a value file over the garbage ratio, queues the next one.
         if self
             .shard(shard)
-            .is_some_and(|s| s.wants_collection() && !s.is_poisoned())
+            .is_some_and(|s| (s.wants_collection() || s.frozen_len() > 0) && !s.is_poisoned())
         {
             self.enqueue(shard);
         }
@@ -581,8 +582,11 @@ impl<W: Wal> Engine<W> {
             if self.inner.compactor.get().is_some() {
                 self.inner.enqueue(id);
             } else {
-                self.inner
-                    .run_compaction(id, &|shape| crate::policy::plan(shape, &policy))?;
+                // A compaction takes the oldest frozen memtables that fit its memory.
+                while s.frozen_len() > 0 {
+                    self.inner
+                        .run_compaction(id, &|shape| crate::policy::plan(shape, &policy))?;
+                }
             }
         }
         self.wait_for_compactions();

@@ -64,4 +64,4 @@ pub use types::{
     checksum, prefix_successor, Batch, EntryKind, OpRef, SegmentId, SeqNo, ShardId, ValuePointer,
     WalPos, VALUE_POINTER_BYTES,
 };
-pub use wal::{Appended, RecoveredRecord, Wal, WalStats};
+pub use wal::{Appended, LoadedSegment, RecoveredRecord, Wal, WalStats};

@@ -74,7 +74,7 @@ pub const AUTO_INDEX_CUTOFF_BYTES: u64 = 20 << 20;
 pub const DEFAULT_WAL_ROTATE_BYTES: u64 = 64 << 20;
 
 /// Default entry count at which a shard's active WAL rotates (bounds one memtable's memory).
-pub const DEFAULT_WAL_ROTATE_ENTRIES: u64 = 262_144;
+pub const DEFAULT_WAL_ROTATE_ENTRIES: u64 = 131_072;
 
 /// Default size ratio between a run and the data merged into it.
 pub const DEFAULT_GROWTH_FACTOR: u64 = 4;
@@ -105,6 +105,11 @@ pub const DEFAULT_VALUE_LOG_THRESHOLD_BYTES: u64 = 1 << 10;
 
 /// Default share of a value file's bytes that may be garbage before it is collected.
 pub const DEFAULT_VALUE_LOG_GC_RATIO: f64 = 0.5;
+
+/// Most bytes of frozen WAL segments one compaction reads whole into memory: a segment whose
+/// values are all copied into the run (small values) is read once, sequentially, instead of
+/// once per value, while the segments read so far fit in this; the others are read per value.
+pub const COMPACTION_SEGMENT_LOAD_BYTES: u64 = 32 << 20;
 
 // ---- Relations the formats and the memory model rely on ----------------------------------------
 

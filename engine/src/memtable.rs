@@ -1,6 +1,13 @@
 //! The memtable: for one WAL segment, each key's newest version as a *position* in the WAL.
 //! It never holds values, so its size follows the number of keys, not their bytes.
+//!
+//! Keys of up to [`MEMTABLE_INLINE_KEY_BYTES`] live inside the B-tree's nodes, and compare by
+//! their first 8 bytes as an integer before any byte-wise comparison: an insert walks nodes
+//! without chasing a pointer per key, and a memtable of small keys costs one allocation per
+//! node, not one per key.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering as CmpOrdering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -22,17 +29,113 @@ pub struct MemEntry {
     pub pos: WalPos,
 }
 
-/// Estimated bytes a memtable entry costs beyond its key: the entry, the key's `Vec` header and
-/// the B-tree's per-entry share.
+/// Keys of at most this many bytes are stored inside the memtable's B-tree nodes; longer keys
+/// get their own heap allocation.
+pub const MEMTABLE_INLINE_KEY_BYTES: usize = 47;
+
+/// A memtable key: inline up to [`MEMTABLE_INLINE_KEY_BYTES`], zero-padded, else on the heap.
+/// Ordered as its bytes are (it borrows as `[u8]` with the same order).
+#[derive(Clone)]
+enum MemKey {
+    Inline {
+        len: u8,
+        bytes: [u8; MEMTABLE_INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl MemKey {
+    fn new(key: &[u8]) -> MemKey {
+        if key.len() <= MEMTABLE_INLINE_KEY_BYTES {
+            let mut bytes = [0u8; MEMTABLE_INLINE_KEY_BYTES];
+            bytes[..key.len()].copy_from_slice(key);
+            MemKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            MemKey::Heap(key.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            MemKey::Inline { len, bytes } => &bytes[..*len as usize],
+            MemKey::Heap(b) => b,
+        }
+    }
+
+    /// The first 8 bytes as a big-endian integer, zero-padded: monotone in key order.
+    fn head(&self) -> u64 {
+        match self {
+            MemKey::Inline { bytes, .. } => {
+                u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+            }
+            MemKey::Heap(b) => crate::options::Sharding::prefix_u64(b),
+        }
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for MemKey {}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MemKey {
+    /// Byte order. Zero-padded heads that differ order the keys as their bytes do (where one
+    /// key ends inside the head, the other's differing byte is past its end and non-zero).
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.head()
+            .cmp(&other.head())
+            .then_with(|| self.bytes().cmp(other.bytes()))
+    }
+}
+
+impl Borrow<[u8]> for MemKey {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+/// What a memtable stores per key besides the key (the segment is the memtable's).
+#[derive(Copy, Clone)]
+struct Slot {
+    seq: u64,
+    value_offset: u64,
+    value_len: u32,
+    kind: EntryKind,
+    tag: u8,
+}
+
+/// Estimated bytes a memtable entry costs beyond a long key's heap copy: the key and slot
+/// in a B-tree node, times 3/2 for nodes about two-thirds full.
 pub const MEMTABLE_ENTRY_OVERHEAD_BYTES: u64 =
-    (std::mem::size_of::<MemEntry>() + std::mem::size_of::<Vec<u8>>() + 8) as u64;
+    ((std::mem::size_of::<MemKey>() + std::mem::size_of::<Slot>()) * 3 / 2) as u64;
+
+/// Heap bytes of a key beyond its entry: none inline; else its bytes and the allocator's 16.
+fn key_heap_bytes(key: &[u8]) -> u64 {
+    if key.len() <= MEMTABLE_INLINE_KEY_BYTES {
+        0
+    } else {
+        key.len() as u64 + 16
+    }
+}
 
 type OnRelease = Box<dyn FnOnce() + Send + Sync>;
 
 /// The keys of one WAL segment.
 pub struct Memtable {
     segment: SegmentId,
-    map: RwLock<BTreeMap<Vec<u8>, MemEntry>>,
+    map: RwLock<BTreeMap<MemKey, Slot>>,
     bytes: AtomicU64,
     wal_bytes: AtomicU64,
     on_release: Mutex<Option<OnRelease>>,
@@ -89,9 +192,7 @@ impl Memtable {
         // Range shards count distinct prefixes; keys of one prefix are neighbours in key order.
         let new_prefix = self.count_prefixes && !map.contains_key(key) && {
             let prefix = crate::options::Sharding::prefix_u64(key);
-            let same = |k: Option<(&Vec<u8>, &MemEntry)>| {
-                k.is_some_and(|(k, _)| crate::options::Sharding::prefix_u64(k) == prefix)
-            };
+            let same = |k: Option<(&MemKey, &Slot)>| k.is_some_and(|(k, _)| k.head() == prefix);
             let before = map
                 .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(key)))
                 .next_back();
@@ -100,29 +201,49 @@ impl Memtable {
                 .next();
             !same(before) && !same(after)
         };
+        let slot = Slot {
+            seq: entry.seq.0,
+            value_offset: entry.pos.value_offset,
+            value_len: entry.pos.value_len,
+            kind: entry.kind,
+            tag: entry.tag,
+        };
         // One search otherwise: the key is almost always new, and its copy is needed then.
-        match map.entry(key.to_vec()) {
+        match map.entry(MemKey::new(key)) {
             std::collections::btree_map::Entry::Occupied(mut old) => {
-                if old.get().seq < entry.seq {
-                    *old.get_mut() = entry;
+                if old.get().seq < slot.seq {
+                    *old.get_mut() = slot;
                 }
             }
-            std::collections::btree_map::Entry::Vacant(slot) => {
+            std::collections::btree_map::Entry::Vacant(vacant) => {
                 if new_prefix {
                     self.prefixes.fetch_add(1, Ordering::Relaxed);
                 }
                 self.bytes.fetch_add(
-                    key.len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES,
+                    key_heap_bytes(key) + MEMTABLE_ENTRY_OVERHEAD_BYTES,
                     Ordering::Relaxed,
                 );
-                slot.insert(entry);
+                vacant.insert(slot);
             }
+        }
+    }
+
+    fn entry(&self, slot: &Slot) -> MemEntry {
+        MemEntry {
+            seq: SeqNo(slot.seq),
+            kind: slot.kind,
+            tag: slot.tag,
+            pos: WalPos {
+                segment: self.segment,
+                value_offset: slot.value_offset,
+                value_len: slot.value_len,
+            },
         }
     }
 
     /// The newest version of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<MemEntry> {
-        self.map.read().get(key).copied()
+        self.map.read().get(key).map(|s| self.entry(s))
     }
 
     /// Up to `max` entries with keys after `after` and inside `end`, in key order.
@@ -144,7 +265,7 @@ impl Memtable {
         }
         map.range::<[u8], _>((after, end))
             .take(max)
-            .map(|(k, v)| (k.clone(), *v))
+            .map(|(k, v)| (k.bytes().to_vec(), self.entry(v)))
             .collect()
     }
 
@@ -153,7 +274,7 @@ impl Memtable {
         self.map
             .read()
             .values()
-            .map(|e| u64::from(e.pos.value_len))
+            .map(|e| u64::from(e.value_len))
             .filter(|&len| len > 0 && len >= threshold)
             .sum()
     }
@@ -168,7 +289,8 @@ impl Memtable {
         self.len() == 0
     }
 
-    /// Estimated heap bytes: keys plus [`MEMTABLE_ENTRY_OVERHEAD_BYTES`] per key.
+    /// Estimated heap bytes: [`MEMTABLE_ENTRY_OVERHEAD_BYTES`] per key, plus the bytes of keys
+    /// longer than [`MEMTABLE_INLINE_KEY_BYTES`].
     pub fn memory_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -191,5 +313,79 @@ impl Drop for Memtable {
         if let Some(f) = self.on_release.lock().take() {
             f();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys around the edges of the integer head and of the inline capacity, with zero bytes
+    /// where padding would hide a difference.
+    fn tricky_keys() -> Vec<Vec<u8>> {
+        let mut keys = vec![Vec::new()];
+        for len in [1, 7, 8, 9, 15, 16, 46, 47, 48, 60] {
+            for fill in [0u8, 1, 0xff] {
+                keys.push(vec![fill; len]);
+                let mut k = vec![fill; len];
+                k[len - 1] = fill.wrapping_add(1);
+                keys.push(k);
+                let mut k = vec![0u8; len];
+                k[0] = fill;
+                keys.push(k);
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn key_order_is_byte_order() {
+        let keys = tricky_keys();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(
+                    MemKey::new(a).cmp(&MemKey::new(b)),
+                    a.as_slice().cmp(b.as_slice()),
+                    "{a:?} vs {b:?}"
+                );
+                assert_eq!(MemKey::new(a) == MemKey::new(b), a == b);
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_come_back_in_byte_order_with_their_entries() {
+        let m = Memtable::counting(SegmentId(3), false);
+        let keys = tricky_keys();
+        for (i, k) in keys.iter().enumerate() {
+            m.insert(
+                k,
+                MemEntry {
+                    seq: SeqNo(i as u64 + 1),
+                    kind: EntryKind::Put,
+                    tag: i as u8,
+                    pos: WalPos {
+                        segment: SegmentId(3),
+                        value_offset: i as u64 * 10,
+                        value_len: i as u32,
+                    },
+                },
+            );
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        let all = m.chunk(Bound::Unbounded, Bound::Unbounded, usize::MAX);
+        let got: Vec<Vec<u8>> = all.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(got, sorted);
+        for (k, e) in &all {
+            // The newest insert of each key wins.
+            let i = keys.iter().rposition(|x| x == k).expect("inserted");
+            assert_eq!(e.seq, SeqNo(i as u64 + 1));
+            assert_eq!(e.pos.value_offset, i as u64 * 10);
+            assert_eq!(m.get(k), Some(*e));
+        }
+        assert_eq!(m.len(), sorted.len());
+        assert!(m.get(b"absent").is_none());
     }
 }

@@ -4,10 +4,12 @@
 //! Shape: the active WAL (bytes, entries), frozen WAL segments and runs, newest first. Rules:
 //! - the active WAL rotates (is frozen and queued) once it passes `wal_rotate_bytes` or
 //!   `wal_rotate_entries`;
-//! - a plan merges every frozen segment with the newest runs while the bytes gathered so far,
-//!   times `growth_factor`, reach the next run's size: new data is folded into runs at most
-//!   `growth_factor` times its size, so run sizes grow geometrically, like the bucket list's
-//!   levels, and a shard holds about log_growth(data / wal_rotate_bytes) runs;
+//! - a plan merges every frozen segment, alone or, size-tiered, with a whole *tier*: the newest
+//!   runs smaller than `growth_factor` (F) times the bytes gathered so far, once they and the
+//!   gathered data make F pieces; the merged bytes then count as gathered against the next
+//!   tier. Run sizes grow geometrically, like the bucket list's levels: each byte is rewritten
+//!   about log_F(data / rotation) times, and a shard holds at most F - 1 runs per tier,
+//!   about (F - 1) log_F(data / rotation) runs;
 //! - a *complete* shard (a range shard that holds a key for every number of its range) is
 //!   merged whole, active WAL included, into a single run;
 //! - with nothing frozen, a shard whose value file is over the garbage ratio merges every run.
@@ -19,7 +21,8 @@ pub struct PolicyOptions {
     pub wal_rotate_bytes: u64,
     /// Rotate the active WAL once it holds this many entries (bounds memtable memory).
     pub wal_rotate_entries: u64,
-    /// Size ratio between a run and the data merged into it (at least 2).
+    /// Runs per merge and size ratio between tiers (at least 2): new data is merged with a
+    /// tier once they make this many pieces.
     pub growth_factor: u64,
 }
 
@@ -90,14 +93,22 @@ pub fn plan(shape: &ShardShape, o: &PolicyOptions) -> Option<Plan> {
             includes_oldest: true,
         });
     }
+    // Size tiers: new data is merged with the newest runs smaller than `f` times it once
+    // that makes `f` pieces; the merged run then counts as new data against the next tier.
+    let f = o.growth_factor.max(2);
     let mut gathered: u64 = shape.frozen_bytes.iter().sum();
     let mut runs = 0;
-    for &run in &shape.run_bytes {
-        if gathered.saturating_mul(o.growth_factor.max(2)) < run {
+    loop {
+        let tier: Vec<u64> = shape.run_bytes[runs..]
+            .iter()
+            .copied()
+            .take_while(|&run| run < gathered.saturating_mul(f))
+            .collect();
+        if (tier.len() as u64) + 1 < f {
             break;
         }
-        gathered += run;
-        runs += 1;
+        gathered += tier.iter().sum::<u64>();
+        runs += tier.len();
     }
     Some(Plan {
         freeze_active: false,
@@ -173,82 +184,65 @@ mod tests {
         assert_eq!(plan(&done, &o()), None);
     }
 
+    fn frozen_plan(frozen: Vec<u64>, runs: Vec<u64>) -> Plan {
+        plan(
+            &ShardShape {
+                frozen_bytes: frozen,
+                run_bytes: runs,
+                ..Default::default()
+            },
+            &o(),
+        )
+        .expect("frozen data is always planned")
+    }
+
     #[test]
-    fn frozen_data_folds_into_runs_up_to_the_growth_factor() {
-        // 100 frozen bytes: runs up to 400 are merged, and what is gathered grows.
-        let s = ShardShape {
-            frozen_bytes: vec![100],
-            run_bytes: vec![300, 1_500, 100_000],
-            ..Default::default()
-        };
+    fn frozen_data_waits_for_a_full_tier() {
+        // Fewer than F - 1 runs under 4x the new data: the data becomes a run of its own.
+        assert_eq!(frozen_plan(vec![100], vec![]).runs, 0);
+        assert!(frozen_plan(vec![100], vec![]).includes_oldest);
+        assert_eq!(frozen_plan(vec![100], vec![110, 120]).runs, 0);
+        assert_eq!(frozen_plan(vec![100], vec![110, 120, 400]).runs, 0);
+        // Three runs under 400 and the new data make four pieces: merged.
+        let p = frozen_plan(vec![100], vec![110, 120, 399, 5_000]);
+        assert_eq!((p.runs, p.includes_oldest), (3, false));
+        // Several frozen segments gather together.
+        assert_eq!(frozen_plan(vec![60, 40], vec![110, 120, 399]).runs, 3);
+    }
+
+    #[test]
+    fn a_merged_tier_cascades_into_the_next() {
+        // 100 + 3 x 100 = 400 gathered; the next three runs are under 1,600: merged too.
+        let p = frozen_plan(vec![100], vec![100, 100, 100, 400, 400, 400, 1_600]);
+        assert_eq!((p.runs, p.includes_oldest), (6, false));
+        // Two runs of the next tier: not full, the cascade stops after the first tier.
         assert_eq!(
-            plan(&s, &o()),
-            Some(Plan {
-                freeze_active: false,
-                runs: 2,
-                includes_oldest: false
-            })
-        );
-        let s = ShardShape {
-            frozen_bytes: vec![100],
-            run_bytes: vec![401],
-            ..Default::default()
-        };
-        assert_eq!(
-            plan(&s, &o()),
-            Some(Plan {
-                freeze_active: false,
-                runs: 0,
-                includes_oldest: false
-            })
-        );
-        let s = ShardShape {
-            frozen_bytes: vec![60, 40],
-            run_bytes: vec![400],
-            ..Default::default()
-        };
-        assert_eq!(
-            plan(&s, &o()),
-            Some(Plan {
-                freeze_active: false,
-                runs: 1,
-                includes_oldest: true
-            })
-        );
-        let s = ShardShape {
-            frozen_bytes: vec![100],
-            ..Default::default()
-        };
-        assert_eq!(
-            plan(&s, &o()),
-            Some(Plan {
-                freeze_active: false,
-                runs: 0,
-                includes_oldest: true
-            })
+            frozen_plan(vec![100], vec![100, 100, 100, 400, 400, 1_600]).runs,
+            3
         );
     }
 
     #[test]
-    fn steady_ingest_keeps_few_runs() {
+    fn steady_ingest_writes_each_byte_about_log_f_times() {
         // Simulate 1,000 rotations of 100 bytes each with the policy's plans.
         let mut runs: Vec<u64> = Vec::new();
         let mut written = 0u64;
+        let mut most_runs = 0;
         for _ in 0..1_000 {
-            let s = ShardShape {
-                frozen_bytes: vec![100],
-                run_bytes: runs.clone(),
-                ..Default::default()
-            };
-            let p = plan(&s, &o()).unwrap();
+            let p = frozen_plan(vec![100], runs.clone());
             let merged: u64 = 100 + runs[..p.runs].iter().sum::<u64>();
             written += merged;
             runs.drain(..p.runs);
             runs.insert(0, merged);
+            most_runs = most_runs.max(runs.len());
         }
-        assert!(runs.len() <= 8, "{} runs: {runs:?}", runs.len());
+        // log_4(1,000) < 5 tiers of at most 3 runs; each byte written once per tier it
+        // passes, plus its first run.
+        assert!(most_runs <= 15, "{most_runs} runs: {runs:?}");
         let amplification = written as f64 / 100_000.0;
-        assert!(amplification < 12.0, "write amplification {amplification}");
+        assert!(amplification <= 6.0, "write amplification {amplification}");
+        // Sizes fall from the oldest run to the newest.
+        assert!(runs.windows(2).all(|w| w[0] <= w[1]), "{runs:?}");
     }
 
     #[test]

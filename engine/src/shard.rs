@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::limits::{
-    COPY_CHUNK_BYTES, MEMTABLE_CHUNK_ENTRIES, RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
+    COMPACTION_SEGMENT_LOAD_BYTES, COPY_CHUNK_BYTES, MEMTABLE_CHUNK_ENTRIES, RUN_READ_BUFFER_BYTES,
+    RUN_WRITE_BUFFER_BYTES,
 };
 use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, ShardId, ValuePointer};
 use crate::wal::Wal;
@@ -184,7 +185,7 @@ pub struct CompactionReport {
     /// Output records.
     pub entries_out: u64,
     /// Bytes of buffers the compaction held for values and pages (read buffers, copy chunk,
-    /// write buffer).
+    /// write buffer, segments read whole: at most [`COMPACTION_SEGMENT_LOAD_BYTES`]).
     pub buffer_bytes: u64,
     /// Wall time.
     pub duration: std::time::Duration,
@@ -900,7 +901,13 @@ impl<W: Wal> Shard<W> {
         gate: &StallGate,
         choose: &dyn Fn(&ShardShape) -> Option<Plan>,
     ) -> Result<Option<(Vec<Arc<Memtable>>, Vec<Arc<Run>>, usize)>> {
-        let Some(plan) = choose(&self.shape()) else {
+        // Only this thread removes frozen memtables; writers add newer ones at the front. So
+        // the oldest `taken` read here are still the oldest below.
+        let taken = self.frozen_taken();
+        let mut shape = self.shape();
+        let newer = shape.frozen_bytes.len() - taken.min(shape.frozen_bytes.len());
+        shape.frozen_bytes.drain(..newer);
+        let Some(plan) = choose(&shape) else {
             return Ok(None);
         };
         if plan.freeze_active {
@@ -909,7 +916,11 @@ impl<W: Wal> Shard<W> {
         }
         let (frozen, runs) = {
             let st = self.state.read();
-            (st.frozen.clone(), st.runs.clone())
+            let mut frozen = st.frozen.clone();
+            if !plan.freeze_active {
+                frozen.drain(..frozen.len() - taken.min(frozen.len()));
+            }
+            (frozen, st.runs.clone())
         };
         let merged_runs = plan.runs.min(runs.len());
         let collects = merged_runs == runs.len() && self.gc_wanted.load(Ordering::Relaxed);
@@ -917,6 +928,32 @@ impl<W: Wal> Shard<W> {
             return Ok(None);
         }
         Ok(Some((frozen, runs, merged_runs)))
+    }
+
+    /// How many of the oldest frozen memtables a compaction takes (unless it merges the shard
+    /// whole): all of them, but where that would read more than
+    /// [`COMPACTION_SEGMENT_LOAD_BYTES`] of segments of small values whole, only as many as
+    /// fit (at least one). The others wait for the next compaction.
+    fn frozen_taken(&self) -> usize {
+        let frozen = self.state.read().frozen.clone();
+        let threshold = self.value_log.threshold_bytes;
+        let mut loaded = 0u64;
+        let mut taken = 0;
+        for mem in frozen.iter().rev() {
+            if mem.value_bytes_at_least(threshold) == 0 {
+                loaded += mem.wal_bytes();
+                if loaded > COMPACTION_SEGMENT_LOAD_BYTES && taken > 0 {
+                    break;
+                }
+            }
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Frozen memtables waiting for compaction.
+    pub fn frozen_len(&self) -> usize {
+        self.state.read().frozen.len()
     }
 
     /// Makes a compaction's output visible to readers: the frozen memtables it merged leave,
@@ -958,18 +995,24 @@ impl<W: Wal> Shard<W> {
         let threshold = self.value_log.threshold_bytes;
         for mem in frozen {
             let large = mem.value_bytes_at_least(threshold);
-            if large == 0 {
-                continue;
+            if large > 0 {
+                let path = self.dir.join(layout::segment_file_name(mem.segment()));
+                let file_bytes = self
+                    .fs
+                    .metadata(&path)
+                    .map_err(|e| Error::io("reading metadata of", &path, e))?
+                    .len;
+                values.segment_bytes.insert(mem.segment().0, file_bytes);
+                if (large as f64) < (1.0 - self.value_log.gc_ratio) * file_bytes as f64 {
+                    values.inline_segments.insert(mem.segment().0);
+                }
             }
-            let path = self.dir.join(layout::segment_file_name(mem.segment()));
-            let file_bytes = self
-                .fs
-                .metadata(&path)
-                .map_err(|e| Error::io("reading metadata of", &path, e))?
-                .len;
-            values.segment_bytes.insert(mem.segment().0, file_bytes);
-            if (large as f64) < (1.0 - self.value_log.gc_ratio) * file_bytes as f64 {
-                values.inline_segments.insert(mem.segment().0);
+            // Every value of this segment is copied: read it whole while that fits.
+            if large == 0 || values.inline_segments.contains(&mem.segment().0) {
+                let room = COMPACTION_SEGMENT_LOAD_BYTES.saturating_sub(values.loaded_bytes());
+                if let Some(loaded) = self.wal.load_segment(mem.segment(), room)? {
+                    values.loaded.insert(mem.segment().0, loaded);
+                }
             }
         }
         Ok(())
@@ -1085,7 +1128,8 @@ impl<W: Wal> Shard<W> {
         let inputs = self.open_inputs(frozen, runs)?;
         // The value and page buffers this compaction holds, whatever the data size.
         let buffer_bytes =
-            (COPY_CHUNK_BYTES + RUN_WRITE_BUFFER_BYTES + runs.len() * RUN_READ_BUFFER_BYTES) as u64;
+            (COPY_CHUNK_BYTES + RUN_WRITE_BUFFER_BYTES + runs.len() * RUN_READ_BUFFER_BYTES) as u64
+                + values.loaded_bytes();
         let expected_keys = frozen.iter().map(|m| m.len() as u64).sum::<u64>()
             + runs.iter().map(|r| r.footer().entries).sum::<u64>();
         let mut writer =
@@ -1220,8 +1264,12 @@ impl<W: Wal> Shard<W> {
                 Input::Mem(m) => {
                     if value_len > 0 {
                         let pos = m.current().1.pos;
-                        self.wal
-                            .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?;
+                        match values.loaded.get(&pos.segment.0) {
+                            Some(loaded) => writer.value_chunk(loaded.value(pos)?)?,
+                            None => self
+                                .wal
+                                .copy_value(pos, &mut chunk, &mut |c| writer.value_chunk(c))?,
+                        }
                     }
                 }
                 Input::Run(s) => s.stream_value(&mut |c| writer.value_chunk(c))?,
@@ -1504,6 +1552,15 @@ struct ValueCopy {
     refs: BTreeMap<u64, u64>,
     /// Length of each merged frozen segment that holds values of at least the threshold.
     segment_bytes: BTreeMap<u64, u64>,
+    /// Frozen segments read whole (every value of theirs is copied), by segment.
+    loaded: BTreeMap<u64, crate::wal::LoadedSegment>,
+}
+
+impl ValueCopy {
+    /// Bytes of the segments read whole.
+    fn loaded_bytes(&self) -> u64 {
+        self.loaded.values().map(|l| l.bytes.len() as u64).sum()
+    }
 }
 
 impl MergeSource for Input {

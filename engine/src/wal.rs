@@ -1,12 +1,12 @@
 //! The `Wal` trait: a shard's write-ahead log as the engine uses it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::EventSink;
 use crate::fs::FileSystem;
-use crate::types::{EntryKind, OpRef, SegmentId, SeqNo, WalPos};
+use crate::types::{checksum, EntryKind, OpRef, SegmentId, SeqNo, WalPos};
 
 /// One record found by recovery, delivered only once its whole batch is known to be intact.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +41,57 @@ pub struct WalStats {
     pub bytes: u64,
     /// Bytes read from disk by the last recovery.
     pub recovery_bytes_read: u64,
+}
+
+/// A frozen WAL segment read whole into memory (see [`Wal::load_segment`]).
+#[derive(Debug)]
+pub struct LoadedSegment {
+    /// The segment file, named in errors.
+    pub path: PathBuf,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl LoadedSegment {
+    /// The value at `pos`, checked against the 8-byte checksum stored after it (the WAL
+    /// record layout of `docs/FORMAT.md`). A position past the end is an error, not a panic.
+    pub fn value(&self, pos: WalPos) -> Result<&[u8]> {
+        let start = usize::try_from(pos.value_offset).unwrap_or(usize::MAX);
+        let end = start.checked_add(pos.value_len as usize);
+        let sum_end = end.and_then(|e| e.checked_add(8));
+        let (Some(end), Some(sum_end)) = (end, sum_end) else {
+            return Err(self.past_end(pos));
+        };
+        if sum_end > self.bytes.len() {
+            return Err(self.past_end(pos));
+        }
+        let value = &self.bytes[start..end];
+        let expected = u64::from_le_bytes(self.bytes[end..sum_end].try_into().expect("8 bytes"));
+        let actual = checksum(value);
+        if expected != actual {
+            return Err(Error::ChecksumMismatch {
+                file: self.path.clone(),
+                offset: pos.value_offset,
+                what: "WAL value",
+                expected,
+                actual,
+            });
+        }
+        Ok(value)
+    }
+
+    fn past_end(&self, pos: WalPos) -> Error {
+        Error::corrupt(
+            &self.path,
+            pos.value_offset,
+            "WAL value",
+            format!(
+                "{} bytes and checksum run past the segment's end ({} bytes)",
+                pos.value_len,
+                self.bytes.len()
+            ),
+        )
+    }
 }
 
 /// A shard's write-ahead log: segmented, append-only, read back by position.
@@ -92,6 +143,11 @@ pub trait Wal: Send + Sync + Sized + 'static {
         chunk: &mut [u8],
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()>;
+
+    /// Reads frozen segment `segment` whole, if it is at most `max_bytes` long (`None`
+    /// otherwise): a compaction that copies every value of a segment reads it once,
+    /// sequentially, instead of once per value.
+    fn load_segment(&self, segment: SegmentId, max_bytes: u64) -> Result<Option<LoadedSegment>>;
 
     /// Deletes a frozen segment whose contents are compacted, or a value file no run points
     /// into any more. Never the active one.

@@ -115,9 +115,9 @@ use std::sync::Arc;
 use strata_engine::format::{frame_sums, parse_file_name, segment_file_name, FileKind};
 use strata_engine::sync::{Mutex, RwLock};
 use strata_engine::{
-    checksum, Appended, EntryKind, Error, Event, EventSink, FileSystem, FsFile, OpRef, OpenMode,
-    RecoveredRecord, Result, SegmentId, SeqNo, Wal, WalPos, WalStats, COPY_CHUNK_BYTES,
-    WAL_WRITE_BUFFER_BYTES,
+    checksum, Appended, EntryKind, Error, Event, EventSink, FileSystem, FsFile, LoadedSegment,
+    OpRef, OpenMode, RecoveredRecord, Result, SegmentId, SeqNo, Wal, WalPos, WalStats,
+    COPY_CHUNK_BYTES, WAL_WRITE_BUFFER_BYTES,
 };
 
 use crate::format::{encode_segment_header, RecordHeader, FLAG_BATCH_CONTINUES};
@@ -715,6 +715,24 @@ impl Wal for FileWal {
             .read_exact_at(&mut sum, pos.value_offset + pos.value_len as u64)
             .map_err(|e| Error::io("reading", &seg.path, e))?;
         Ok(u64::from_le_bytes(sum))
+    }
+
+    fn load_segment(&self, segment: SegmentId, max_bytes: u64) -> Result<Option<LoadedSegment>> {
+        let seg = self.segment(segment)?;
+        let file = seg.file()?;
+        let len = file
+            .size()
+            .map_err(|e| Error::io("reading the length of", &seg.path, e))?;
+        if len > max_bytes {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| Error::io("reading", &seg.path, e))?;
+        Ok(Some(LoadedSegment {
+            path: seg.path.clone(),
+            bytes,
+        }))
     }
 
     fn copy_value(
