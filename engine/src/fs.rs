@@ -284,7 +284,7 @@ impl FsFile for StdFile {
         #[expect(unsafe_code, reason = "immutable files are read through a memory map")]
         // SAFETY: `map` is only called on files strata never writes or truncates again (runs
         // and indexes, replaced only by renaming a new file over the name, which leaves the
-        // mapped inode intact).
+        // mapped inode intact; frozen WAL segments, written only while they were active).
         let map = unsafe { memmap2::Mmap::map(&self.0) }?;
         Ok(Box::new(StdMap(map)))
     }

@@ -106,9 +106,15 @@ pub const DEFAULT_VALUE_LOG_THRESHOLD_BYTES: u64 = 1 << 10;
 /// Default share of a value file's bytes that may be garbage before it is collected.
 pub const DEFAULT_VALUE_LOG_GC_RATIO: f64 = 0.5;
 
-/// Most bytes of frozen WAL segments one compaction reads whole into memory: a segment whose
-/// values are all copied into the run (small values) is read once, sequentially, instead of
-/// once per value, while the segments read so far fit in this; the others are read per value.
+/// Run records of at most this many bytes (header, key, value and checksum) are assembled in
+/// memory and checksummed in one pass, when written and when read back by a compaction;
+/// longer ones are streamed.
+pub const RECORD_ASSEMBLY_BYTES: usize = 4 << 10;
+
+/// Most bytes of frozen WAL segments one compaction maps whole: a segment whose values are
+/// all copied into the run (small values) is read through a memory map instead of with one
+/// read call per value, while the segments mapped so far fit in this; a compaction takes only
+/// the oldest frozen segments that fit (at least one), and reads any other value per value.
 pub const COMPACTION_SEGMENT_LOAD_BYTES: u64 = 32 << 20;
 
 // ---- Relations the formats and the memory model rely on ----------------------------------------

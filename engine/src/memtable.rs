@@ -142,6 +142,8 @@ pub struct Memtable {
     /// Distinct big-endian u64 key prefixes, counted when `count_prefixes` (range shards).
     prefixes: AtomicU64,
     count_prefixes: bool,
+    /// The longest value inserted (any version).
+    max_value_len: AtomicU64,
 }
 
 impl std::fmt::Debug for Memtable {
@@ -164,6 +166,7 @@ impl Memtable {
             on_release: Mutex::new(None),
             prefixes: AtomicU64::new(0),
             count_prefixes,
+            max_value_len: AtomicU64::new(0),
         }
     }
 
@@ -188,6 +191,8 @@ impl Memtable {
             key.len() as u64 + u64::from(entry.pos.value_len),
             Ordering::Relaxed,
         );
+        self.max_value_len
+            .fetch_max(u64::from(entry.pos.value_len), Ordering::Relaxed);
         let mut map = self.map.write();
         // Range shards count distinct prefixes; keys of one prefix are neighbours in key order.
         let new_prefix = self.count_prefixes && !map.contains_key(key) && {
@@ -271,6 +276,9 @@ impl Memtable {
 
     /// Bytes of the values of at least `threshold` bytes (newest version of each key).
     pub fn value_bytes_at_least(&self, threshold: u64) -> u64 {
+        if self.max_value_len.load(Ordering::Relaxed) < threshold.max(1) {
+            return 0;
+        }
         self.map
             .read()
             .values()

@@ -4,10 +4,10 @@
 //! Shape: the active WAL (bytes, entries), frozen WAL segments and runs, newest first. Rules:
 //! - the active WAL rotates (is frozen and queued) once it passes `wal_rotate_bytes` or
 //!   `wal_rotate_entries`;
-//! - a plan merges every frozen segment, alone or, size-tiered, with a whole *tier*: the newest
-//!   runs smaller than `growth_factor` (F) times the bytes gathered so far, once they and the
-//!   gathered data make F pieces; the merged bytes then count as gathered against the next
-//!   tier. Run sizes grow geometrically, like the bucket list's levels: each byte is rewritten
+//! - a plan merges the frozen segments, alone or, size-tiered, with a whole *tier*: the newest
+//!   runs smaller than sqrt(`growth_factor`) (sqrt F) times the bytes gathered so far, once
+//!   they and the gathered data make F pieces; the merged bytes then count as gathered against
+//!   the next tier. Run sizes grow geometrically, like the bucket list's levels: each byte is rewritten
 //!   about log_F(data / rotation) times, and a shard holds at most F - 1 runs per tier,
 //!   about (F - 1) log_F(data / rotation) runs;
 //! - a *complete* shard (a range shard that holds a key for every number of its range) is
@@ -93,16 +93,19 @@ pub fn plan(shape: &ShardShape, o: &PolicyOptions) -> Option<Plan> {
             includes_oldest: true,
         });
     }
-    // Size tiers: new data is merged with the newest runs smaller than `f` times it once
-    // that makes `f` pieces; the merged run then counts as new data against the next tier.
+    // Size tiers: new data is merged with the newest runs of about its size once that makes
+    // `f` pieces; the merged run then counts as new data against the next tier. "About its
+    // size" is under sqrt(f) times it: the geometric middle between two tiers, so that a run of
+    // the next tier (f times the data) is not taken in when the data is a little larger.
     let f = o.growth_factor.max(2);
     let mut gathered: u64 = shape.frozen_bytes.iter().sum();
     let mut runs = 0;
     loop {
+        let bound = u128::from(gathered) * u128::from(gathered) * u128::from(f);
         let tier: Vec<u64> = shape.run_bytes[runs..]
             .iter()
             .copied()
-            .take_while(|&run| run < gathered.saturating_mul(f))
+            .take_while(|&run| u128::from(run) * u128::from(run) < bound)
             .collect();
         if (tier.len() as u64) + 1 < f {
             break;
@@ -198,21 +201,27 @@ mod tests {
 
     #[test]
     fn frozen_data_waits_for_a_full_tier() {
-        // Fewer than F - 1 runs under 4x the new data: the data becomes a run of its own.
+        // Fewer than F - 1 runs under 2x (sqrt 4) the new data: the data becomes a run of its
+        // own.
         assert_eq!(frozen_plan(vec![100], vec![]).runs, 0);
         assert!(frozen_plan(vec![100], vec![]).includes_oldest);
         assert_eq!(frozen_plan(vec![100], vec![110, 120]).runs, 0);
-        assert_eq!(frozen_plan(vec![100], vec![110, 120, 400]).runs, 0);
-        // Three runs under 400 and the new data make four pieces: merged.
-        let p = frozen_plan(vec![100], vec![110, 120, 399, 5_000]);
+        assert_eq!(frozen_plan(vec![100], vec![110, 120, 200]).runs, 0);
+        // Three runs under 200 and the new data make four pieces: merged.
+        let p = frozen_plan(vec![100], vec![110, 120, 199, 5_000]);
         assert_eq!((p.runs, p.includes_oldest), (3, false));
         // Several frozen segments gather together.
-        assert_eq!(frozen_plan(vec![60, 40], vec![110, 120, 399]).runs, 3);
+        assert_eq!(frozen_plan(vec![60, 40], vec![110, 120, 199]).runs, 3);
+        // Twice the usual data does not pull in the next tier's runs (4x a flush each).
+        assert_eq!(
+            frozen_plan(vec![100, 100], vec![110, 110, 440, 440, 440]).runs,
+            0
+        );
     }
 
     #[test]
     fn a_merged_tier_cascades_into_the_next() {
-        // 100 + 3 x 100 = 400 gathered; the next three runs are under 1,600: merged too.
+        // 100 + 3 x 100 = 400 gathered; the next three runs are under 800: merged too.
         let p = frozen_plan(vec![100], vec![100, 100, 100, 400, 400, 400, 1_600]);
         assert_eq!((p.runs, p.includes_oldest), (6, false));
         // Two runs of the next tier: not full, the cascade stops after the first tier.

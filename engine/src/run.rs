@@ -20,7 +20,8 @@ use crate::fs::{FileReader, FileSystem, FileWriter, FsFile, Mapped, OpenMode};
 use crate::index::{Index, IndexBuilder, RunIdentity};
 use crate::layout::{index_file_name, run_file_name, tmp_name};
 use crate::limits::{
-    MAX_KEY_BYTES, MAX_VALUE_BYTES, RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
+    MAX_KEY_BYTES, MAX_VALUE_BYTES, RECORD_ASSEMBLY_BYTES, RUN_READ_BUFFER_BYTES,
+    RUN_WRITE_BUFFER_BYTES,
 };
 use crate::types::{checksum, EntryKind, SeqNo, ValuePointer, VALUE_POINTER_BYTES};
 
@@ -243,6 +244,10 @@ pub struct RunWriter {
     offset: u64,
     data_hash: Xxh3,
     record_hash: Xxh3,
+    /// The current record, when it is assembled whole before it is written (see
+    /// [`RECORD_ASSEMBLY_BYTES`]).
+    record: Vec<u8>,
+    assembling: bool,
     value_left: usize,
     in_record: bool,
     entries: u64,
@@ -290,6 +295,8 @@ impl RunWriter {
             offset: RUN_HEADER_BYTES as u64,
             data_hash: Xxh3::new(),
             record_hash: Xxh3::new(),
+            record: Vec::with_capacity(RECORD_ASSEMBLY_BYTES),
+            assembling: false,
             value_left: 0,
             in_record: false,
             entries: 0,
@@ -369,8 +376,7 @@ impl RunWriter {
                 limit: MAX_VALUE_BYTES,
             });
         }
-        self.index.add(key, self.offset);
-        self.record_hash = Xxh3::new();
+        self.note_record(key, seq);
         let meta = RecordMeta {
             key_len: key.len(),
             kind,
@@ -379,10 +385,36 @@ impl RunWriter {
             seq,
             indirect,
         };
-        self.put_bytes(&meta.encode(), true)?;
-        self.put_bytes(key, true)?;
+        self.assembling = meta.record_len() <= RECORD_ASSEMBLY_BYTES as u64;
+        if self.assembling {
+            self.record.clear();
+            self.record.extend_from_slice(&meta.encode());
+            self.record.extend_from_slice(key);
+        } else {
+            self.record_hash = Xxh3::new();
+            self.put_bytes(&meta.encode(), true)?;
+            self.put_bytes(key, true)?;
+        }
         self.value_left = value_len;
         self.in_record = true;
+        Ok(())
+    }
+
+    /// Writes a record read whole, and checked, from another run ([`RunStream::whole_record`]):
+    /// its bytes, checksum included, are the ones this writer would produce.
+    pub fn copy_record(&mut self, key: &[u8], seq: SeqNo, record: &[u8]) -> Result<()> {
+        debug_assert!(!self.in_record, "copy_record inside a record");
+        debug_assert!(
+            self.last_key.as_deref().is_none_or(|last| last < key),
+            "run keys must strictly increase"
+        );
+        self.note_record(key, seq);
+        self.put_bytes(record, false)
+    }
+
+    /// Indexes a record starting here and counts it.
+    fn note_record(&mut self, key: &[u8], seq: SeqNo) {
+        self.index.add(key, self.offset);
         self.entries += 1;
         self.min_seq = self.min_seq.min(seq.0);
         self.max_seq = self.max_seq.max(seq.0);
@@ -401,7 +433,6 @@ impl RunWriter {
             }
             None => self.last_key = Some(key.to_vec()),
         }
-        Ok(())
     }
 
     /// Writes the next bytes of the current record's value.
@@ -411,6 +442,10 @@ impl RunWriter {
             "value longer than declared"
         );
         self.value_left -= chunk.len().min(self.value_left);
+        if self.assembling {
+            self.record.extend_from_slice(chunk);
+            return Ok(());
+        }
         self.put_bytes(chunk, true)
     }
 
@@ -426,6 +461,15 @@ impl RunWriter {
                     self.value_left
                 ),
             ));
+        }
+        if self.assembling {
+            let mut record = std::mem::take(&mut self.record);
+            let c = checksum(&record);
+            record.extend_from_slice(&c.to_le_bytes());
+            let written = self.put_bytes(&record, false);
+            self.record = record;
+            self.in_record = false;
+            return written;
         }
         let c = self.record_hash.digest();
         self.put_bytes(&c.to_le_bytes(), false)?;
@@ -1089,6 +1133,9 @@ pub struct RunStream {
     key: Vec<u8>,
     hash: Xxh3,
     value_pending: bool,
+    /// The current record read whole and checked (records of at most
+    /// [`RECORD_ASSEMBLY_BYTES`]); empty when it is streamed.
+    record: Vec<u8>,
 }
 
 impl RunStream {
@@ -1111,6 +1158,7 @@ impl RunStream {
             key: Vec::new(),
             hash: Xxh3::new(),
             value_pending: false,
+            record: Vec::with_capacity(RECORD_ASSEMBLY_BYTES),
         })
     }
 
@@ -1145,6 +1193,38 @@ impl RunStream {
                 "record runs past the end of the data",
             ));
         }
+        self.record_offset = self.offset;
+        self.offset += meta.record_len();
+        self.meta = Some(meta);
+        self.record.clear();
+        if meta.record_len() <= RECORD_ASSEMBLY_BYTES as u64 {
+            // Small: read it whole and check it now, in one pass.
+            self.record.extend_from_slice(&h);
+            self.record.resize(meta.record_len() as usize, 0);
+            self.input
+                .read_exact(&mut self.record[RECORD_HEADER_BYTES..])
+                .map_err(|e| Error::io("reading", &self.path, e))?;
+            let (body, sum) = self
+                .record
+                .split_at(self.record.len() - RECORD_CHECKSUM_BYTES);
+            let stored = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+            let actual = checksum(body);
+            if stored != actual {
+                return Err(Error::ChecksumMismatch {
+                    file: self.path.clone(),
+                    offset: self.record_offset,
+                    what: "run record",
+                    expected: stored,
+                    actual,
+                });
+            }
+            self.key.clear();
+            self.key.extend_from_slice(
+                &self.record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + meta.key_len],
+            );
+            self.value_pending = true;
+            return Ok(true);
+        }
         self.key.resize(meta.key_len, 0);
         self.input
             .read_exact(&mut self.key)
@@ -1152,11 +1232,13 @@ impl RunStream {
         self.hash = Xxh3::new();
         self.hash.update(&h);
         self.hash.update(&self.key);
-        self.record_offset = self.offset;
-        self.offset += meta.record_len();
-        self.meta = Some(meta);
         self.value_pending = true;
         Ok(true)
+    }
+
+    /// The current record's bytes, checksum included, when it was read whole (and checked).
+    pub fn whole_record(&self) -> Option<&[u8]> {
+        (self.meta.is_some() && !self.record.is_empty()).then_some(self.record.as_slice())
     }
 
     /// The current record's fixed fields (after a successful [`RunStream::advance`]).
@@ -1198,6 +1280,14 @@ impl RunStream {
             return Ok(());
         }
         self.value_pending = false;
+        if !self.record.is_empty() {
+            // Read whole and checked: the value is in memory.
+            let start = RECORD_HEADER_BYTES + meta.key_len;
+            if meta.value_len > 0 {
+                sink(&self.record[start..start + meta.value_len])?;
+            }
+            return Ok(());
+        }
         let mut left = meta.value_len;
         while left > 0 {
             let buf = self.input.fill_buf_checked(&self.path)?;

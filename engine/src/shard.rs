@@ -185,7 +185,7 @@ pub struct CompactionReport {
     /// Output records.
     pub entries_out: u64,
     /// Bytes of buffers the compaction held for values and pages (read buffers, copy chunk,
-    /// write buffer, segments read whole: at most [`COMPACTION_SEGMENT_LOAD_BYTES`]).
+    /// write buffer, frozen segments mapped whole: at most [`COMPACTION_SEGMENT_LOAD_BYTES`]).
     pub buffer_bytes: u64,
     /// Wall time.
     pub duration: std::time::Duration,
@@ -1234,7 +1234,12 @@ impl<W: Wal> Shard<W> {
             };
             if let Some(p) = pointer {
                 if !values.collected.contains(&p.segment.0) {
-                    writer.add_pointer(&key, tag, seq, &p)?;
+                    match input {
+                        Input::Run(s) if s.whole_record().is_some() => {
+                            writer.copy_record(&key, seq, s.whole_record().expect("checked"))?
+                        }
+                        _ => writer.add_pointer(&key, tag, seq, &p)?,
+                    }
                     *values.refs.entry(p.segment.0).or_default() += p.len as u64;
                     return Ok(Some(()));
                 }
@@ -1258,6 +1263,13 @@ impl<W: Wal> Shard<W> {
                 }
                 writer.end_record()?;
                 return Ok(Some(()));
+            }
+            // A run's record read whole goes out as it came in, its checksum checked and kept.
+            if let Input::Run(s) = input {
+                if let Some(record) = s.whole_record() {
+                    writer.copy_record(&key, seq, record)?;
+                    return Ok(Some(()));
+                }
             }
             writer.begin_record(&key, kind, tag, seq, value_len)?;
             match input {
@@ -1552,14 +1564,14 @@ struct ValueCopy {
     refs: BTreeMap<u64, u64>,
     /// Length of each merged frozen segment that holds values of at least the threshold.
     segment_bytes: BTreeMap<u64, u64>,
-    /// Frozen segments read whole (every value of theirs is copied), by segment.
+    /// Frozen segments mapped whole (every value of theirs is copied), by segment.
     loaded: BTreeMap<u64, crate::wal::LoadedSegment>,
 }
 
 impl ValueCopy {
-    /// Bytes of the segments read whole.
+    /// Bytes of the segments mapped whole.
     fn loaded_bytes(&self) -> u64 {
-        self.loaded.values().map(|l| l.bytes.len() as u64).sum()
+        self.loaded.values().map(|l| l.len()).sum()
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::event::EventSink;
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, Mapped};
 use crate::types::{checksum, EntryKind, OpRef, SegmentId, SeqNo, WalPos};
 
 /// One record found by recovery, delivered only once its whole batch is known to be intact.
@@ -43,16 +43,34 @@ pub struct WalStats {
     pub recovery_bytes_read: u64,
 }
 
-/// A frozen WAL segment read whole into memory (see [`Wal::load_segment`]).
-#[derive(Debug)]
+/// A frozen WAL segment mapped whole (see [`Wal::load_segment`]).
 pub struct LoadedSegment {
     /// The segment file, named in errors.
     pub path: PathBuf,
     /// The file's bytes.
-    pub bytes: Vec<u8>,
+    pub map: Box<dyn Mapped>,
+}
+
+impl std::fmt::Debug for LoadedSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedSegment")
+            .field("path", &self.path)
+            .field("bytes", &self.map.bytes().len())
+            .finish()
+    }
 }
 
 impl LoadedSegment {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.map.bytes().len() as u64
+    }
+
+    /// True for an empty segment.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The value at `pos`, checked against the 8-byte checksum stored after it (the WAL
     /// record layout of `docs/FORMAT.md`). A position past the end is an error, not a panic.
     pub fn value(&self, pos: WalPos) -> Result<&[u8]> {
@@ -62,11 +80,12 @@ impl LoadedSegment {
         let (Some(end), Some(sum_end)) = (end, sum_end) else {
             return Err(self.past_end(pos));
         };
-        if sum_end > self.bytes.len() {
+        let bytes = self.map.bytes();
+        if sum_end > bytes.len() {
             return Err(self.past_end(pos));
         }
-        let value = &self.bytes[start..end];
-        let expected = u64::from_le_bytes(self.bytes[end..sum_end].try_into().expect("8 bytes"));
+        let value = &bytes[start..end];
+        let expected = u64::from_le_bytes(bytes[end..sum_end].try_into().expect("8 bytes"));
         let actual = checksum(value);
         if expected != actual {
             return Err(Error::ChecksumMismatch {
@@ -88,7 +107,7 @@ impl LoadedSegment {
             format!(
                 "{} bytes and checksum run past the segment's end ({} bytes)",
                 pos.value_len,
-                self.bytes.len()
+                self.len()
             ),
         )
     }
@@ -144,9 +163,9 @@ pub trait Wal: Send + Sync + Sized + 'static {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()>;
 
-    /// Reads frozen segment `segment` whole, if it is at most `max_bytes` long (`None`
-    /// otherwise): a compaction that copies every value of a segment reads it once,
-    /// sequentially, instead of once per value.
+    /// Maps frozen segment `segment` whole, if it is at most `max_bytes` long (`None`
+    /// otherwise): a compaction that copies every value of a segment reads it through the
+    /// map instead of with one read call per value.
     fn load_segment(&self, segment: SegmentId, max_bytes: u64) -> Result<Option<LoadedSegment>>;
 
     /// Deletes a frozen segment whose contents are compacted, or a value file no run points

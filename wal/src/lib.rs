@@ -726,12 +726,10 @@ impl Wal for FileWal {
         if len > max_bytes {
             return Ok(None);
         }
-        let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, 0)
-            .map_err(|e| Error::io("reading", &seg.path, e))?;
+        let map = file.map().map_err(|e| Error::io("mapping", &seg.path, e))?;
         Ok(Some(LoadedSegment {
             path: seg.path.clone(),
-            bytes,
+            map,
         }))
     }
 
