@@ -106,6 +106,10 @@ pub const DEFAULT_VALUE_LOG_THRESHOLD_BYTES: u64 = 1 << 10;
 /// Default share of a value file's bytes that may be garbage before it is collected.
 pub const DEFAULT_VALUE_LOG_GC_RATIO: f64 = 0.5;
 
+/// A point lookup reads the page its key may be on this many bytes at a time, as far as the
+/// records it walks need (a page is 16 KiB by default).
+pub const LOOKUP_READ_STEP_BYTES: u64 = 4 << 10;
+
 /// Run records of at most this many bytes (header, key, value and checksum) are assembled in
 /// memory and checksummed in one pass, when written and when read back by a compaction;
 /// longer ones are streamed.

@@ -20,8 +20,8 @@ use crate::fs::{FileReader, FileSystem, FileWriter, FsFile, Mapped, OpenMode};
 use crate::index::{Index, IndexBuilder, RunIdentity};
 use crate::layout::{index_file_name, run_file_name, tmp_name};
 use crate::limits::{
-    MAX_KEY_BYTES, MAX_VALUE_BYTES, RECORD_ASSEMBLY_BYTES, RUN_READ_BUFFER_BYTES,
-    RUN_WRITE_BUFFER_BYTES,
+    LOOKUP_READ_STEP_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, RECORD_ASSEMBLY_BYTES,
+    RUN_READ_BUFFER_BYTES, RUN_WRITE_BUFFER_BYTES,
 };
 use crate::types::{checksum, EntryKind, SeqNo, ValuePointer, VALUE_POINTER_BYTES};
 
@@ -1009,32 +1009,32 @@ impl Run {
     /// the index gives with `pread` (records crossing its end included), so point reads leave
     /// no mapped pages behind: resident memory does not grow with the data looked up.
     pub fn get_owned(&self, key: &[u8]) -> Result<Option<(EntryKind, StoredValue)>> {
-        if !self.index.may_contain(key) {
-            return Ok(None);
-        }
+        // `locate` is `None` for a key the index (its filter) knows is absent.
         let Some(span) = self.index.locate(key) else {
             return Ok(None);
         };
         let data_end = self.footer.data_end;
         let end = span.end.min(data_end);
         let base = span.start;
-        let mut buf: Vec<u8> = Vec::new();
-        // Grows `buf` (the run's bytes from `base` on) to cover `upto`, reading only what is missing.
+        // The page, and a record that runs past its end (a span is a page: capped, in case an
+        // index says otherwise).
+        let span_bytes = end.saturating_sub(base).min(1 << 20) as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(span_bytes + LOOKUP_READ_STEP_BYTES as usize);
+        let file = self.files.get(&self.path)?;
+        // Grows `buf` (the run's bytes from `base` on) to cover `upto`, reading only what is
+        // missing, at least a step at a time.
         let cover = |buf: &mut Vec<u8>, upto: u64| -> Result<()> {
             let have = base + buf.len() as u64;
             if upto > have {
-                let upto = upto.min(data_end);
+                let upto = upto.max(have + LOOKUP_READ_STEP_BYTES).min(data_end);
                 let old = buf.len();
                 buf.resize((upto - base) as usize, 0);
-                self.files
-                    .get(&self.path)?
-                    .read_exact_at(&mut buf[old..], have)
+                file.read_exact_at(&mut buf[old..], have)
                     .map_err(|e| Error::io("reading", &self.path, e))?;
                 self.bytes_touched.fetch_add(upto - have, Ordering::Relaxed);
             }
             Ok(())
         };
-        cover(&mut buf, end.max(base + RECORD_HEADER_BYTES as u64))?;
         let mut offset = span.start;
         while offset < end {
             cover(&mut buf, offset + RECORD_HEADER_BYTES as u64)?;

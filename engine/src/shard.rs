@@ -563,16 +563,27 @@ impl<W: Wal> Shard<W> {
 
     /// The newest version of `key`: `Some(None)` for a tombstone, `None` when never written.
     pub fn get(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
-        let view = self.view();
-        for mem in &view.mems {
-            if let Some(e) = mem.get(key) {
-                return match e.kind {
-                    EntryKind::Delete => Ok(Some(None)),
-                    EntryKind::Put => Ok(Some(Some(self.wal.read_value(e.pos)?))),
-                };
-            }
+        // Memtables are searched under the lock (no I/O); the one that has the key is held
+        // while its value is read, so that its segment stays.
+        let (hit, runs) = {
+            let st = self.state.read();
+            let hit = std::iter::once(&st.active)
+                .chain(st.frozen.iter())
+                .find_map(|mem| mem.get(key).map(|e| (mem.clone(), e)));
+            let runs = if hit.is_none() {
+                st.runs.clone()
+            } else {
+                Vec::new()
+            };
+            (hit, runs)
+        };
+        if let Some((_held, e)) = hit {
+            return match e.kind {
+                EntryKind::Delete => Ok(Some(None)),
+                EntryKind::Put => Ok(Some(Some(self.wal.read_value(e.pos)?))),
+            };
         }
-        for run in &view.runs {
+        for run in &runs {
             if let Some((kind, stored)) = run.get_owned(key)? {
                 return match (kind, stored) {
                     (EntryKind::Delete, _) => Ok(Some(None)),

@@ -192,6 +192,9 @@ impl std::ops::Deref for Bytes {
 pub struct DiskIndex {
     map: Bytes,
     filter: BloomFilter,
+    /// Each page's first key's first 8 bytes, big-endian and zero-padded (monotone in key
+    /// order): the binary search compares these, in memory, before any whole key.
+    heads: Vec<u64>,
     keys: u64,
     pages: usize,
     page_offsets_at: usize,
@@ -227,10 +230,17 @@ impl DiskIndex {
 
     /// The last page whose first key is `<= key`, if any.
     fn page_for(&self, key: &[u8]) -> Option<usize> {
+        let head = strata_engine::Sharding::prefix_u64(key);
         let (mut lo, mut hi) = (0, self.pages);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.page_key(mid) <= key {
+            // Heads are monotone: one that differs decides; an equal one needs the whole key.
+            let first_at_most_key = match self.heads[mid].cmp(&head) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => self.page_key(mid) <= key,
+            };
+            if first_at_most_key {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -281,9 +291,10 @@ impl DiskIndex {
         let key_starts_at = page_offsets_at + 8 * pages;
         let key_bytes_at = key_starts_at + 8 * (pages + 1);
         let filter = read_filter(bytes, filter_at, words, counts.hashes);
-        let index = DiskIndex {
+        let mut index = DiskIndex {
             map,
             filter,
+            heads: Vec::new(),
             keys: counts.keys,
             pages,
             page_offsets_at,
@@ -293,6 +304,9 @@ impl DiskIndex {
             page_exp,
         };
         index.check_page_table(path, counts.key_bytes)?;
+        index.heads = (0..index.pages)
+            .map(|i| strata_engine::Sharding::prefix_u64(index.page_key(i)))
+            .collect();
         index.release_checked_pages();
         Ok(index)
     }
@@ -486,7 +500,8 @@ impl Index for DiskIndex {
     }
 
     fn memory_bytes(&self) -> u64 {
-        (self.filter.as_slice().len() * 8) as u64 + (self.map.len() - self.page_offsets_at) as u64
+        (self.filter.as_slice().len() * 8 + self.heads.len() * 8) as u64
+            + (self.map.len() - self.page_offsets_at) as u64
     }
 }
 
