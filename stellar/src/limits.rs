@@ -28,9 +28,10 @@ pub const MAX_SLOTS: usize = 22;
 /// so more are refused rather than opened.
 pub const MAX_SHADOWS: usize = 18;
 
-/// Entries after which a ledger store's WAL rotates (the engine's default is 262,144): ledger
-/// entries are small, and a memtable costs about 200 bytes per entry whatever its value size,
-/// so this bounds the active memtable near 13 MiB.
+/// Entries after which a ledger store's WAL rotates (the engine's default is 131,072): ledger
+/// entries are small, and a memtable costs about 108 bytes per entry whatever its value size
+/// (plus the key's length for keys over 46 bytes, as most ledger keys are), so this bounds the
+/// active memtable near 13 MiB.
 pub const STORE_WAL_ROTATE_ENTRIES: u64 = 65_536;
 
 /// Bytes of frozen memtables at which a ledger store's writers wait for compaction (the
