@@ -1022,11 +1022,13 @@ impl Run {
         let mut buf: Vec<u8> = Vec::with_capacity(span_bytes + LOOKUP_READ_STEP_BYTES as usize);
         let file = self.files.get(&self.path)?;
         // Grows `buf` (the run's bytes from `base` on) to cover `upto`, reading only what is
-        // missing, at least a step at a time.
+        // missing: a step at a time inside the page, never past it unless a record needs it.
         let cover = |buf: &mut Vec<u8>, upto: u64| -> Result<()> {
             let have = base + buf.len() as u64;
             if upto > have {
-                let upto = upto.max(have + LOOKUP_READ_STEP_BYTES).min(data_end);
+                let upto = upto
+                    .max((have + LOOKUP_READ_STEP_BYTES).min(end))
+                    .min(data_end);
                 let old = buf.len();
                 buf.resize((upto - base) as usize, 0);
                 file.read_exact_at(&mut buf[old..], have)
@@ -1208,16 +1210,7 @@ impl RunStream {
                 .record
                 .split_at(self.record.len() - RECORD_CHECKSUM_BYTES);
             let stored = u64::from_le_bytes(sum.try_into().expect("8 bytes"));
-            let actual = checksum(body);
-            if stored != actual {
-                return Err(Error::ChecksumMismatch {
-                    file: self.path.clone(),
-                    offset: self.record_offset,
-                    what: "run record",
-                    expected: stored,
-                    actual,
-                });
-            }
+            self.check_record(stored, checksum(body))?;
             self.key.clear();
             self.key.extend_from_slice(
                 &self.record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + meta.key_len],
@@ -1301,18 +1294,21 @@ impl RunStream {
         self.input
             .read_exact(&mut sum)
             .map_err(|e| Error::io("reading", &self.path, e))?;
-        let stored = u64::from_le_bytes(sum);
-        let actual = self.hash.digest();
-        if stored != actual {
-            return Err(Error::ChecksumMismatch {
-                file: self.path.clone(),
-                offset: self.record_offset,
-                what: "run record",
-                expected: stored,
-                actual,
-            });
+        self.check_record(u64::from_le_bytes(sum), self.hash.digest())
+    }
+
+    /// An error naming the current record unless its stored checksum is the computed one.
+    fn check_record(&self, stored: u64, actual: u64) -> Result<()> {
+        if stored == actual {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::ChecksumMismatch {
+            file: self.path.clone(),
+            offset: self.record_offset,
+            what: "run record",
+            expected: stored,
+            actual,
+        })
     }
 }
 
