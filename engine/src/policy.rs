@@ -102,16 +102,16 @@ pub fn plan(shape: &ShardShape, o: &PolicyOptions) -> Option<Plan> {
     let mut runs = 0;
     loop {
         let bound = u128::from(gathered) * u128::from(gathered) * u128::from(f);
-        let tier: Vec<u64> = shape.run_bytes[runs..]
+        let tier = &shape.run_bytes[runs..];
+        let len = tier
             .iter()
-            .copied()
-            .take_while(|&run| u128::from(run) * u128::from(run) < bound)
-            .collect();
-        if (tier.len() as u64) + 1 < f {
+            .take_while(|&&run| u128::from(run) * u128::from(run) < bound)
+            .count();
+        if (len as u64) + 1 < f {
             break;
         }
-        gathered += tier.iter().sum::<u64>();
-        runs += tier.len();
+        gathered += tier[..len].iter().sum::<u64>();
+        runs += len;
     }
     Some(Plan {
         freeze_active: false,

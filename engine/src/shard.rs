@@ -1018,7 +1018,7 @@ impl<W: Wal> Shard<W> {
                     values.inline_segments.insert(mem.segment().0);
                 }
             }
-            // Every value of this segment is copied: read it whole while that fits.
+            // Every value of this segment is copied: map it whole while that fits.
             if large == 0 || values.inline_segments.contains(&mem.segment().0) {
                 let room = COMPACTION_SEGMENT_LOAD_BYTES.saturating_sub(values.loaded_bytes());
                 if let Some(loaded) = self.wal.load_segment(mem.segment(), room)? {
